@@ -1,0 +1,122 @@
+//! `greenflash-bridge map --source NAME [--explain] FILE` — preview a mapping offline.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use greenflash_bridge::inbound::Headers;
+use greenflash_bridge::mapping::{Options, load_dir};
+
+use super::MappingsArg;
+
+/// The productId shown when neither the mapping nor GREENFLASH_PRODUCT_ID gives one.
+const PLACEHOLDER_PRODUCT_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    mappings: MappingsArg,
+    /// The source (the `name` in a mapping file's [source] table).
+    #[arg(long)]
+    source: String,
+    /// Also print, for each rule, whether it matched and why (to stderr).
+    #[arg(long)]
+    explain: bool,
+    /// A JSON object of request headers, for mappings that read headers.
+    #[arg(long)]
+    headers: Option<PathBuf>,
+    /// The productId for rules that set none.
+    #[arg(long, env = "GREENFLASH_PRODUCT_ID")]
+    product_id: Option<String>,
+    /// The payload file, or `-` for standard input.
+    file: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let loaded = match load_dir(&args.mappings.mappings) {
+        Ok(l) => l,
+        Err(diagnostics) => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            bail!(
+                "the mappings in {} are invalid (run `greenflash-bridge check`)",
+                args.mappings.mappings.display()
+            );
+        }
+    };
+    let Some(source) = loaded.catalog.get(&args.source) else {
+        let known: Vec<&str> = loaded.catalog.sources.keys().map(String::as_str).collect();
+        bail!(
+            "no source named {:?}; known sources: {}",
+            args.source,
+            known.join(", ")
+        );
+    };
+    let body = if args.file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading standard input")?;
+        buf
+    } else {
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("{} is not JSON", args.file.display()))?;
+    let headers = match &args.headers {
+        Some(path) => {
+            let text =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Headers::from_json(
+                &serde_json::from_slice(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?,
+            )
+        }
+        None => Headers::new(),
+    };
+    let options = Options {
+        default_product_id: Some(args.product_id.as_deref().unwrap_or(PLACEHOLDER_PRODUCT_ID)),
+        explain: args.explain,
+    };
+    let mapped = source.apply(&doc, &headers, &options)?;
+    let events: Vec<&greenflash_bridge::greenflash::Event> = mapped
+        .iter()
+        .flat_map(|p| p.emitted.iter().map(|e| &e.event))
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&events)?);
+    let mut failed = false;
+    for event in &mapped {
+        if args.explain {
+            eprintln!(
+                "event {} ({}): {}",
+                event.id,
+                event.event_type,
+                event.status().as_str()
+            );
+            for t in &event.trace {
+                let verdict = if t.matched { "matched" } else { "no match" };
+                match &t.reason {
+                    Some(r) => eprintln!("  rule {}: {verdict}: {r}", t.rule),
+                    None => eprintln!("  rule {}: {verdict}", t.rule),
+                }
+                for note in &t.notes {
+                    eprintln!("    {note}");
+                }
+            }
+        }
+        for f in &event.failures {
+            failed = true;
+            eprintln!(
+                "mapping failure: event {}: rule {}: {}",
+                event.id, f.rule, f.reason
+            );
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,66 @@
+//! Argument definitions and dispatch.
+
+mod check;
+mod map;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "greenflash-bridge",
+    version,
+    about = "Receives billing and CRM webhooks, verifies and maps them, and forwards business events to Greenflash."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: receive webhooks, store them, deliver events to Greenflash.
+    Serve(serve::Args),
+    /// Validate the mapping files; print `path:line:col: message` for each problem.
+    Check(check::Args),
+    /// Print the Greenflash events the mappings make of a payload (nothing is sent).
+    Map(map::Args),
+}
+
+/// `--mappings DIR`, shared by every command that reads mapping files.
+#[derive(Debug, clap::Args)]
+struct MappingsArg {
+    /// Directory of mapping files (*.toml).
+    #[arg(long, env = "BRIDGE_MAPPINGS", default_value = "mappings")]
+    mappings: PathBuf,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Map(args) => map::run(args),
+    }
+}
+
+/// Logs go to stderr: human-readable by default, JSON lines with `BRIDGE_LOG_FORMAT=json`.
+/// `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("BRIDGE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,260 @@
+//! Forwarding stored events to Greenflash: lease due events, POST them, record the outcome.
+//!
+//! Every attempt of an event carries the same `insertId`, so Greenflash counts an event once
+//! however often it is retried (at-least-once delivery, effectively once).
+
+mod client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+
+pub use client::{Attempt, GreenflashClient, parse_retry_after};
+
+use crate::store::{Completion, Leased, Store, now_ms};
+
+/// When to try again after a retryable failure: exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+    /// An event still failing this long after it was accepted becomes a dead letter.
+    pub give_up_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(600),
+            // Stripe's own redelivery window.
+            give_up_after: Duration::from_secs(72 * 3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `failures + 1`: uniform in [0, min(cap, base · 2^(failures-1))].
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(32);
+        let ceiling = self.base.saturating_mul(1u32 << exp.min(31)).min(self.cap);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// Where events go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    Greenflash(GreenflashClient),
+    /// `serve --dry-run`: log each event instead of sending it.
+    DryRun,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// How long a leased event belongs to this process before another may take it.
+    pub lease: Duration,
+    /// The longest the dispatcher sleeps before looking for due work again.
+    pub idle_poll: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            lease: Duration::from_secs(60),
+            idle_poll: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    sink: Sink,
+    config: DeliveryConfig,
+    wake: Arc<Notify>,
+    owner: String,
+}
+
+impl Dispatcher {
+    /// `wake` is notified by intake whenever new events are stored.
+    pub fn new(
+        store: Arc<dyn Store>,
+        sink: Sink,
+        config: DeliveryConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            sink,
+            config,
+            wake,
+            owner: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then waits for in-flight deliveries up to `grace`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let this = Arc::new(self);
+        while !*shutdown.borrow() {
+            let free = permits.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => drop(p),
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let lease_ms = i64::try_from(this.config.lease.as_millis()).unwrap_or(i64::MAX);
+            match this
+                .store
+                .lease(&this.owner, free, now_ms(), lease_ms)
+                .await
+            {
+                Ok(batch) if !batch.is_empty() => {
+                    for event in batch {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let this = this.clone();
+                        tokio::spawn(async move {
+                            this.deliver(event).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Ok(_) => {
+                    let sleep = this.idle_sleep().await;
+                    tokio::select! {
+                        _ = this.wake.notified() => {}
+                        _ = tokio::time::sleep(sleep) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Delivery cannot lease events; retrying shortly.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(this.config.idle_poll) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+        // Let in-flight deliveries record their outcome; whatever does not finish in time keeps
+        // its lease and is picked up again after restart.
+        let all = u32::try_from(this.config.concurrency.max(1)).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(grace, permits.acquire_many(all)).await;
+    }
+
+    async fn idle_sleep(&self) -> Duration {
+        match self.store.next_due().await {
+            Ok(Some(due)) => {
+                let wait = u64::try_from(due - now_ms()).unwrap_or(0);
+                Duration::from_millis(wait).min(self.config.idle_poll)
+            }
+            _ => self.config.idle_poll,
+        }
+    }
+
+    async fn deliver(&self, event: Leased) {
+        let completion = match &self.sink {
+            Sink::DryRun => {
+                tracing::info!(insert_id = %event.insert_id, source = %event.source, payload = %event.payload, "Dry run: event not sent.");
+                Completion::Skipped { id: event.id }
+            }
+            Sink::Greenflash(client) => {
+                let attempt = client.send(&event.payload).await;
+                self.judge(&event, attempt)
+            }
+        };
+        if let Err(e) = self
+            .store
+            .complete(&self.owner, now_ms(), vec![completion])
+            .await
+        {
+            // The lease will expire and the event will be sent again with the same insertId.
+            tracing::error!(error = %e, insert_id = %event.insert_id, "Cannot record a delivery outcome.");
+        }
+    }
+
+    fn judge(&self, event: &Leased, attempt: Attempt) -> Completion {
+        let id = event.id;
+        match attempt {
+            Attempt::Delivered { status } => {
+                tracing::debug!(insert_id = %event.insert_id, status, "Event delivered.");
+                Completion::Delivered { id, status }
+            }
+            Attempt::Permanent { status, error } => {
+                tracing::warn!(insert_id = %event.insert_id, status, error = %error, "Greenflash refused an event; kept as a dead letter.");
+                Completion::Dead {
+                    id,
+                    status: Some(status),
+                    error,
+                }
+            }
+            Attempt::Retry {
+                status,
+                retry_after,
+                error,
+            } => {
+                let now = now_ms();
+                let age =
+                    Duration::from_millis(u64::try_from(now - event.created_at_ms).unwrap_or(0));
+                if age >= self.config.retry.give_up_after {
+                    tracing::warn!(insert_id = %event.insert_id, error = %error, "Giving up on an event; kept as a dead letter.");
+                    return Completion::Dead {
+                        id,
+                        status,
+                        error: format!("gave up after {} attempts: {error}", event.attempts + 1),
+                    };
+                }
+                if matches!(status, Some(401 | 403)) {
+                    tracing::error!(
+                        status,
+                        "Greenflash refuses our API key; check GREENFLASH_API_KEY. Events are kept and retried."
+                    );
+                }
+                let delay =
+                    retry_after.unwrap_or_else(|| self.config.retry.delay(event.attempts + 1));
+                let next = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                tracing::info!(insert_id = %event.insert_id, error = %error, retry_in_ms = delay.as_millis() as u64, "Delivery failed; will retry.");
+                Completion::Retry {
+                    id,
+                    next_attempt_ms: next,
+                    status,
+                    error,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_within_the_cap() {
+        let policy = RetryPolicy {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(3600),
+        };
+        for _ in 0..200 {
+            assert!(policy.delay(1) <= Duration::from_secs(1));
+            assert!(policy.delay(3) <= Duration::from_secs(4));
+            assert!(policy.delay(40) <= Duration::from_secs(10));
+        }
+        let big: Vec<Duration> = (0..200).map(|_| policy.delay(40)).collect();
+        assert!(
+            big.iter().any(|d| *d > Duration::from_secs(5)),
+            "full jitter spans the range"
+        );
+    }
+}

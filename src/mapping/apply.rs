@@ -1,0 +1,399 @@
+//! Running a source's rules over a webhook body: split, identify, match, build, validate.
+//! Pure and deterministic: no I/O, no clock.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::expr::{Part, Scope, Var};
+use super::model::{Field, Rule, Source};
+use super::transform;
+use crate::greenflash::{Event, Influence, ValueType};
+use crate::inbound::Headers;
+
+/// What mapping needs from outside the mapping files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// `GREENFLASH_PRODUCT_ID`: the productId when a mapping sets none.
+    pub default_product_id: Option<&'a str>,
+    /// Record, for every rule, whether it matched and why (for `map --explain`).
+    pub explain: bool,
+}
+
+/// One provider event (a webhook body holds one, or several when the source splits it) and
+/// what the rules made of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderEvent {
+    pub id: String,
+    pub event_type: String,
+    pub emitted: Vec<Emitted>,
+    pub failures: Vec<Failure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_by: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<RuleTrace>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Emitted {
+    pub rule: String,
+    pub event: Event,
+}
+
+/// A rule matched but could not produce a valid event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub rule: String,
+    pub reason: String,
+}
+
+/// `map --explain`: what one rule did with one provider event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleTrace {
+    pub rule: String,
+    pub matched: bool,
+    /// Why the rule did not match, or why a matching rule failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Fields that were absent (omitted) or came from `[defaults]` or a built-in default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The visible state of a provider event once mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// At least one rule emitted, and none failed.
+    Mapped,
+    /// No rule matched, or a drop rule did.
+    Ignored,
+    /// A matching rule could not produce a valid event (its reason is recorded).
+    MappingFailed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mapped => "mapped",
+            Self::Ignored => "ignored",
+            Self::MappingFailed => "mapping_failed",
+        }
+    }
+}
+
+impl ProviderEvent {
+    pub fn status(&self) -> Status {
+        if !self.failures.is_empty() {
+            Status::MappingFailed
+        } else if self.emitted.is_empty() {
+            Status::Ignored
+        } else {
+            Status::Mapped
+        }
+    }
+}
+
+/// The body does not say which event it is; the provider gets a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentifyError {
+    #[error("event {index}: no event id at {path}")]
+    NoEventId { index: usize, path: String },
+    #[error("event {index}: no event type at {path}")]
+    NoEventType { index: usize, path: String },
+    #[error("the body should be an array of events (split = {path}) but nothing matched")]
+    NothingToSplit { path: String },
+}
+
+impl Source {
+    /// Maps a parsed webhook body into provider events and their Greenflash events.
+    pub fn apply(
+        &self,
+        body: &Value,
+        headers: &Headers,
+        options: &Options<'_>,
+    ) -> Result<Vec<ProviderEvent>, IdentifyError> {
+        let elements = match &self.split {
+            None => vec![body],
+            Some(path) => {
+                let found = path.all(body);
+                if found.is_empty() {
+                    return Err(IdentifyError::NothingToSplit {
+                        path: path.as_str().to_string(),
+                    });
+                }
+                found
+            }
+        };
+        elements
+            .into_iter()
+            .enumerate()
+            .map(|(index, doc)| {
+                let bare = Scope {
+                    doc,
+                    headers,
+                    source: &self.name,
+                    event_id: "",
+                    event_type: "",
+                    rule: "",
+                };
+                let id = self
+                    .event_id
+                    .eval(&bare)
+                    .and_then(|v| transform::to_text(&v))
+                    .ok_or_else(|| IdentifyError::NoEventId {
+                        index,
+                        path: describe(&self.event_id),
+                    })?;
+                let event_type = self
+                    .event_type
+                    .eval(&bare)
+                    .and_then(|v| transform::to_text(&v))
+                    .ok_or_else(|| IdentifyError::NoEventType {
+                        index,
+                        path: describe(&self.event_type),
+                    })?;
+                Ok(self.map_one(doc, headers, id, event_type, options))
+            })
+            .collect()
+    }
+
+    fn map_one(
+        &self,
+        doc: &Value,
+        headers: &Headers,
+        id: String,
+        event_type: String,
+        options: &Options<'_>,
+    ) -> ProviderEvent {
+        let mut out = ProviderEvent {
+            id,
+            event_type,
+            emitted: Vec::new(),
+            failures: Vec::new(),
+            dropped_by: None,
+            trace: Vec::new(),
+        };
+        let mut matched = Vec::new();
+        for rule in &self.rules {
+            let scope = Scope {
+                doc,
+                headers,
+                source: &self.name,
+                event_id: &out.id,
+                event_type: &out.event_type,
+                rule: &rule.name,
+            };
+            match rule_matches(rule, &scope) {
+                Ok(()) if rule.drop => {
+                    out.dropped_by = Some(rule.name.clone());
+                    if options.explain {
+                        out.trace.push(trace(
+                            rule,
+                            true,
+                            Some("drop rule: event discarded".into()),
+                        ));
+                    }
+                    // A drop rule discards the whole provider event, whatever else matched.
+                    out.emitted.clear();
+                    out.failures.clear();
+                    matched.clear();
+                    break;
+                }
+                Ok(()) => matched.push(rule),
+                Err(why) => {
+                    if options.explain {
+                        out.trace.push(trace(rule, false, Some(why)));
+                    }
+                }
+            }
+        }
+        for rule in matched {
+            let scope = Scope {
+                doc,
+                headers,
+                source: &self.name,
+                event_id: &out.id,
+                event_type: &out.event_type,
+                rule: &rule.name,
+            };
+            let mut notes = Vec::new();
+            let built = self.build(rule, &scope, options, options.explain.then_some(&mut notes));
+            let reason = built.as_ref().err().cloned();
+            match built {
+                Ok(event) => out.emitted.push(Emitted {
+                    rule: rule.name.clone(),
+                    event,
+                }),
+                Err(reason) => out.failures.push(Failure {
+                    rule: rule.name.clone(),
+                    reason,
+                }),
+            }
+            if options.explain {
+                let mut t = trace(rule, true, reason);
+                t.notes = notes;
+                out.trace.push(t);
+            }
+        }
+        out
+    }
+
+    /// Builds one Greenflash event from a matching rule, or says why it cannot.
+    fn build(
+        &self,
+        rule: &Rule,
+        scope: &Scope<'_>,
+        options: &Options<'_>,
+        notes: Option<&mut Vec<String>>,
+    ) -> Result<Event, String> {
+        let explain = notes.is_some();
+        let log = std::cell::RefCell::new(Vec::new());
+        let note = |text: String| {
+            if explain {
+                log.borrow_mut().push(text);
+            }
+        };
+        let get = |field: Field| -> Option<Value> {
+            let (expr, from_defaults) = match rule.fields.get(field) {
+                Some(e) => (Some(e), false),
+                None => (self.defaults.get(field), true),
+            };
+            let value = expr.and_then(|e| e.eval(scope));
+            match (&value, expr) {
+                (None, Some(_)) => note(format!("{}: absent, omitted", field.key())),
+                (Some(_), Some(_)) if from_defaults => {
+                    note(format!("{}: from [defaults]", field.key()))
+                }
+                _ => {}
+            }
+            value
+        };
+        let text = |v: Option<Value>| v.as_ref().and_then(transform::to_text);
+
+        let event_type = text(get(Field::EventType)).ok_or("event_type: absent")?;
+        let value = text(get(Field::Value)).ok_or("value: absent")?;
+        let value_type = match text(get(Field::ValueType)) {
+            None => None,
+            Some(t) => Some(ValueType::parse(&t).ok_or(format!(
+                "value_type: {t:?} is not one of currency, numeric, text, boolean"
+            ))?),
+        };
+        let influence = match text(get(Field::Influence)) {
+            None => None,
+            Some(t) => Some(Influence::parse(&t).ok_or(format!(
+                "influence: {t:?} is not one of positive, negative, neutral"
+            ))?),
+        };
+        let number = |field: Field, v: Option<Value>| -> Result<Option<f64>, String> {
+            v.map(|v| {
+                transform::as_number(&v).ok_or(format!("{}: {v} is not a number", field.key()))
+            })
+            .transpose()
+        };
+        let quality_impact_score =
+            number(Field::QualityImpactScore, get(Field::QualityImpactScore))?;
+        let sample_rate = number(Field::SampleRate, get(Field::SampleRate))?;
+        let force_sample = get(Field::ForceSample)
+            .map(|v| transform::to_boolean(&v).ok_or(format!("force_sample: {v} is not a boolean")))
+            .transpose()?;
+        let product_id = match text(get(Field::ProductId)) {
+            Some(id) => id,
+            None => {
+                note("product_id: from GREENFLASH_PRODUCT_ID".into());
+                options
+                    .default_product_id
+                    .ok_or("product_id: absent, and GREENFLASH_PRODUCT_ID is not set")?
+                    .to_string()
+            }
+        };
+        let event_at = match text(get(Field::EventAt)) {
+            Some(at) => Some(at),
+            None => {
+                let at = self.occurred_at.as_ref().and_then(|e| text(e.eval(scope)));
+                if at.is_some() {
+                    note("event_at: from [source].occurred_at".into());
+                }
+                at
+            }
+        };
+        let insert_id = match text(get(Field::InsertId)) {
+            Some(id) => id,
+            None => format!("{}:{}:{}", scope.source, scope.event_id, scope.rule),
+        };
+        let mut properties = Map::new();
+        for (name, expr) in self
+            .defaults
+            .properties
+            .iter()
+            .chain(&rule.fields.properties)
+        {
+            match expr.eval(scope) {
+                Some(v) => {
+                    properties.insert(name.clone(), v);
+                }
+                None => {
+                    properties.remove(name);
+                }
+            }
+        }
+        let event = Event {
+            event_type,
+            product_id,
+            value,
+            value_type,
+            influence,
+            quality_impact_score,
+            conversation_id: text(get(Field::ConversationId)),
+            external_conversation_id: text(get(Field::ExternalConversationId)),
+            user_id: text(get(Field::UserId)),
+            external_user_id: text(get(Field::ExternalUserId)),
+            organization_id: text(get(Field::OrganizationId)),
+            external_organization_id: text(get(Field::ExternalOrganizationId)),
+            event_at,
+            insert_id: Some(insert_id),
+            properties: (!properties.is_empty()).then_some(properties),
+            sample_rate,
+            force_sample,
+        };
+        if let Some(notes) = notes {
+            notes.extend(log.into_inner());
+        }
+        event.validate().map_err(|v| v.to_string())?;
+        Ok(event)
+    }
+}
+
+fn rule_matches(rule: &Rule, scope: &Scope<'_>) -> Result<(), String> {
+    if !rule.on.iter().any(|p| p.matches(scope.event_type)) {
+        return Err(format!("event type {:?} is not in `on`", scope.event_type));
+    }
+    for condition in &rule.when {
+        condition.check(scope)?;
+    }
+    Ok(())
+}
+
+fn trace(rule: &Rule, matched: bool, reason: Option<String>) -> RuleTrace {
+    RuleTrace {
+        rule: rule.name.clone(),
+        matched,
+        reason,
+        notes: Vec::new(),
+    }
+}
+
+fn describe(expr: &super::expr::Expr) -> String {
+    use super::expr::Expr;
+    match expr {
+        Expr::Path(p) => p.as_str().to_string(),
+        Expr::Header(h) => format!("header {h}"),
+        Expr::Template(parts) => parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.clone(),
+                Part::Path(p) => format!("{{{}}}", p.as_str()),
+                Part::Var(v) => format!("{{{}}}", Var::NAMES[*v as usize]),
+            })
+            .collect(),
+        _ => "the configured expression".to_string(),
+    }
+}

@@ -1,0 +1,113 @@
+//! Conditions in a rule's `when` list. All conditions of a rule, and all tests of a condition,
+//! must hold for the rule to match.
+
+use regex::Regex;
+use serde_json::Value;
+
+use super::expr::{Expr, Scope};
+use super::transform;
+
+#[derive(Debug, Clone)]
+pub enum Test {
+    Equals(Expr),
+    NotEquals(Expr),
+    In(Vec<Expr>),
+    NotIn(Vec<Expr>),
+    /// `exists = true` / `missing = true`: whether the subject is present at all.
+    Exists(bool),
+    Gt(Expr),
+    Gte(Expr),
+    Lt(Expr),
+    Lte(Expr),
+    Matches(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub subject: Expr,
+    /// How the subject was written, for explanations.
+    pub subject_text: String,
+    pub tests: Vec<Test>,
+}
+
+impl Condition {
+    /// `Ok` when every test holds, else why the first failing test failed.
+    pub fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+        let actual = self.subject.eval(scope);
+        for test in &self.tests {
+            test.check(actual.as_ref(), scope)
+                .map_err(|why| format!("{}: {why}", self.subject_text))?;
+        }
+        Ok(())
+    }
+}
+
+impl Test {
+    fn check(&self, actual: Option<&Value>, scope: &Scope<'_>) -> Result<(), String> {
+        let shown = || display(actual);
+        let verdict = |ok: bool, why: String| if ok { Ok(()) } else { Err(why) };
+        match self {
+            Self::Exists(true) => verdict(actual.is_some(), "is absent".into()),
+            Self::Exists(false) => verdict(actual.is_none(), format!("is present ({})", shown())),
+            Self::Equals(e) => {
+                let expected = e.eval(scope);
+                verdict(
+                    same(actual, expected.as_ref()),
+                    format!("is {}, not {}", shown(), display(expected.as_ref())),
+                )
+            }
+            Self::NotEquals(e) => verdict(
+                !same(actual, e.eval(scope).as_ref()),
+                format!("is {}", shown()),
+            ),
+            Self::In(options) => verdict(
+                options.iter().any(|e| same(actual, e.eval(scope).as_ref())),
+                format!("is {}, not one of the listed values", shown()),
+            ),
+            Self::NotIn(options) => verdict(
+                !options.iter().any(|e| same(actual, e.eval(scope).as_ref())),
+                format!("is {}, one of the excluded values", shown()),
+            ),
+            Self::Matches(re) => verdict(
+                actual
+                    .and_then(transform::to_text)
+                    .is_some_and(|t| re.is_match(&t)),
+                format!("is {}, which does not match /{}/", shown(), re.as_str()),
+            ),
+            Self::Gt(e) | Self::Gte(e) | Self::Lt(e) | Self::Lte(e) => {
+                let other = e.eval(scope);
+                let (Some(a), Some(b)) = (
+                    actual.and_then(transform::as_number),
+                    other.as_ref().and_then(transform::as_number),
+                ) else {
+                    return Err(format!(
+                        "cannot compare {} with {} as numbers",
+                        shown(),
+                        display(other.as_ref())
+                    ));
+                };
+                let (ok, op) = match self {
+                    Self::Gt(_) => (a > b, ">"),
+                    Self::Gte(_) => (a >= b, ">="),
+                    Self::Lt(_) => (a < b, "<"),
+                    _ => (a <= b, "<="),
+                };
+                verdict(ok, format!("is {a}, not {op} {b}"))
+            }
+        }
+    }
+}
+
+fn display(v: Option<&Value>) -> String {
+    v.map_or("absent".to_string(), Value::to_string)
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`).
+fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64() == y.as_f64(),
+        (Some(x), Some(y)) => x == y,
+        (None, None) => true,
+        _ => false,
+    }
+}

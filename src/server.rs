@@ -1,0 +1,143 @@
+//! The HTTP surface: `POST /webhooks/{source}`, `GET /healthz`, `GET /readyz`.
+//!
+//! Handlers read the raw body themselves (bounded, before anything else), so that signatures
+//! are checked on exactly the bytes the provider sent and every refusal gets a JSON body.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::inbound::Headers;
+use crate::intake::{Intake, IntakeError};
+
+/// Shared by every worker thread.
+pub struct AppState {
+    pub intake: Arc<Intake>,
+    /// Largest accepted body, in bytes.
+    pub max_body: usize,
+    /// The public base URL providers call (for schemes that sign the URL).
+    pub public_url: Option<String>,
+}
+
+/// Registers the routes on an actix `App`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/webhooks/{source}", web::post().to(receive))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let sources = state.intake.sources();
+    HttpResponse::Ok().json(json!({
+        "status": "ready",
+        "mappings_version": sources.catalog.version,
+    }))
+}
+
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": code, "message": message.to_string()}))
+}
+
+async fn receive(
+    req: HttpRequest,
+    path: web::Path<String>,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let source = path.into_inner();
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!("webhook", %request_id, %source);
+    let _enter = span.enter();
+
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds {} bytes", state.max_body),
+        )
+    };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_body) {
+        tracing::info!(
+            outcome = "rejected",
+            reason = "payload_too_large",
+            "Webhook refused."
+        );
+        return too_large();
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(state.max_body));
+    while let Some(chunk) = payload.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e),
+        };
+        if body.len() + chunk.len() > state.max_body {
+            tracing::info!(
+                outcome = "rejected",
+                reason = "payload_too_large",
+                "Webhook refused."
+            );
+            return too_large();
+        }
+        body.extend_from_slice(&chunk);
+    }
+
+    let mut headers = Headers::new();
+    for (name, value) in req.headers() {
+        headers.insert(name.as_str(), value.as_bytes());
+    }
+    let url = state
+        .public_url
+        .as_ref()
+        .map(|base| format!("{}{}", base.trim_end_matches('/'), req.uri()));
+    let result = state
+        .intake
+        .receive(&source, &request_id, url.as_deref(), headers, body.freeze())
+        .await;
+    match result {
+        Ok(receipt) => {
+            tracing::info!(
+                outcome = receipt.status,
+                events = receipt.events.len(),
+                "Webhook accepted."
+            );
+            HttpResponse::Ok().json(receipt)
+        }
+        Err(e) => {
+            let (status, code) = match &e {
+                IntakeError::UnknownSource(_) => (StatusCode::NOT_FOUND, "unknown_source"),
+                IntakeError::SourceDisabled { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "source_disabled")
+                }
+                IntakeError::Rejected(r) => (StatusCode::UNAUTHORIZED, r.reason()),
+                IntakeError::NotJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+                IntakeError::Unidentified(_) => (StatusCode::BAD_REQUEST, "unidentified_event"),
+                IntakeError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            };
+            if status.is_server_error() {
+                tracing::error!(outcome = "rejected", reason = code, error = %e, "Webhook not accepted.");
+            } else {
+                tracing::info!(outcome = "rejected", reason = code, error = %e, "Webhook refused.");
+            }
+            // A refused signature says only its reason class: never what was expected.
+            let message = match &e {
+                IntakeError::Rejected(r) => format!("signature refused: {}", r.reason()),
+                IntakeError::Store(_) => "the event could not be stored; retry later".to_string(),
+                other => other.to_string(),
+            };
+            error(status, code, message)
+        }
+    }
+}

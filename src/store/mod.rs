@@ -1,0 +1,164 @@
+//! Durable state: raw webhooks, provider-event identities (dedupe) and the outbox of
+//! Greenflash events awaiting delivery.
+//!
+//! The contract every engine keeps: `accept` writes a webhook and all its events in one
+//! transaction and returns only once that transaction is durable; a provider event already
+//! stored (same source and id) is reported as a duplicate and nothing of it is written again;
+//! `lease` hands each due event to one worker at a time until its lease expires; `complete`
+//! only applies to events the caller still holds (fencing against a stale worker).
+
+mod sqlite;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use sqlite::SqliteStore;
+
+/// A verified, mapped webhook, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub source: String,
+    pub request_id: String,
+    pub received_at_ms: i64,
+    /// Headers kept for re-mapping (see `Headers::to_stored_json`).
+    pub headers_json: String,
+    pub body: Bytes,
+    pub events: Vec<NewProviderEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewProviderEvent {
+    pub event_id: String,
+    pub event_type: String,
+    /// `mapped`, `ignored` or `mapping_failed`.
+    pub status: &'static str,
+    /// Why it was ignored or failed, for operators.
+    pub detail: Option<String>,
+    pub outbox: Vec<NewOutboxEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOutboxEvent {
+    pub rule: String,
+    pub insert_id: String,
+    /// The Greenflash event as JSON, exactly as it will be sent.
+    pub payload: String,
+}
+
+/// What `accept` did with each provider event, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acceptance {
+    pub duplicates: Vec<bool>,
+}
+
+impl Acceptance {
+    /// Whether anything new was stored (so delivery should look for work).
+    pub fn stored_new(&self) -> bool {
+        self.duplicates.iter().any(|d| !d)
+    }
+}
+
+/// An outbox event handed to one delivery worker.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub id: i64,
+    pub source: String,
+    pub insert_id: String,
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub created_at_ms: i64,
+}
+
+/// The end of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    Delivered {
+        id: i64,
+        status: u16,
+    },
+    /// Try again at `next_attempt_ms`.
+    Retry {
+        id: i64,
+        next_attempt_ms: i64,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Permanent failure: kept as a dead letter, with Greenflash's answer.
+    Dead {
+        id: i64,
+        status: Option<u16>,
+        error: String,
+    },
+    /// `serve --dry-run`: logged instead of sent.
+    Skipped {
+        id: i64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store URL {0:?}: use sqlite://PATH")]
+    BadUrl(String),
+    #[error("cannot prepare the store at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the store could not commit: {0}")]
+    Unavailable(String),
+    #[error("the store's writer has stopped")]
+    Closed,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a webhook and its events in one durable transaction.
+    async fn accept(&self, webhook: NewWebhook) -> Result<Acceptance, StoreError>;
+
+    /// Leases up to `limit` due pending events to `owner` for `lease_ms`.
+    async fn lease(
+        &self,
+        owner: &str,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Leased>, StoreError>;
+
+    /// Records delivery outcomes for events `owner` still holds.
+    async fn complete(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        done: Vec<Completion>,
+    ) -> Result<(), StoreError>;
+
+    /// When the earliest pending event becomes due (ms), if any.
+    async fn next_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Called once at start-up by `serve`: makes events leased by a crashed predecessor due now.
+    async fn recover(&self) -> Result<u64, StoreError>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (relative to the working directory;
+/// `sqlite:///abs/path` for an absolute one).
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => Ok(std::sync::Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        )),
+        _ => Err(StoreError::BadUrl(url.to_string())),
+    }
+}
+
+/// Milliseconds since the Unix epoch, the store's unit of time.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,387 @@
+//! SQLite engine: WAL, `synchronous=FULL`, and one writer thread that owns the connection.
+//!
+//! Every operation is a job sent to that thread. The thread takes whatever jobs are queued
+//! (up to `MAX_BATCH`), runs each in its own savepoint inside one `BEGIN IMMEDIATE`
+//! transaction, commits once, and only then answers the callers. Under load many webhooks
+//! share one fsync (group commit); when idle a lone webhook commits at once — no timer, so no
+//! added latency.
+
+use std::path::Path;
+use std::thread;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Acceptance, Completion, Leased, NewWebhook, Store, StoreError};
+
+/// The most jobs committed together; bounds how long the first caller in a batch waits.
+const MAX_BATCH: usize = 512;
+/// Jobs waiting for the writer; callers wait (back-pressure) beyond this.
+const QUEUE: usize = 4096;
+/// How long a write waits for a lock held by another process before failing with 503.
+const BUSY_TIMEOUT_MS: u32 = 5000;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE webhooks (
+    id          INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    headers     TEXT NOT NULL,
+    body        BLOB NOT NULL
+);
+CREATE TABLE provider_events (
+    source      TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    webhook_id  INTEGER NOT NULL REFERENCES webhooks(id),
+    status      TEXT NOT NULL,
+    detail      TEXT,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (source, event_id)
+) WITHOUT ROWID;
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    source          TEXT NOT NULL,
+    event_id        TEXT NOT NULL,
+    rule            TEXT NOT NULL,
+    insert_id       TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_owner     TEXT,
+    lease_until     INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX outbox_event ON outbox (source, event_id);
+";
+
+/// One operation for the writer thread.
+trait Job: Send {
+    /// Runs inside the batch transaction; says whether it succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the batch has committed, or failed to.
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+struct Call<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T, rusqlite::Error>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Call<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let outcome = self.work.take().map(|work| work(conn));
+        let ok = matches!(outcome, Some(Ok(_)));
+        self.outcome = outcome;
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let result = match (committed, self.outcome) {
+            (Err(why), _) => Err(StoreError::Unavailable(why)),
+            (Ok(()), Some(outcome)) => outcome.map_err(StoreError::from),
+            (Ok(()), None) => Err(StoreError::Unavailable("the operation did not run".into())),
+        };
+        // The caller may have gone away (client disconnected); nothing to do then.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// A handle to the writer thread; cheap to share.
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and starts its writer thread.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
+        migrate(&conn)?;
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer(conn, rx))
+            .map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `work` on the writer thread inside the next batch transaction; resolves after the
+    /// commit (with `work`'s result) or with the error that prevented it.
+    async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Call {
+            work: Some(work),
+            outcome: None,
+            reply,
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < 1 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
+        ))?;
+    }
+    Ok(())
+}
+
+fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = run_batch(&mut conn, &mut batch);
+        if let Err(why) = &committed {
+            tracing::error!(error = %why, jobs = batch.len(), "Store could not commit; the batch is rolled back.");
+        }
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| e.to_string())?;
+    for job in batch.iter_mut() {
+        // A savepoint per job, so that one failing job cannot spoil the others.
+        tx.execute_batch("SAVEPOINT job")
+            .map_err(|e| e.to_string())?;
+        let end = if job.run(&tx) {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        tx.execute_batch(end).map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn accept(&self, webhook: NewWebhook) -> Result<Acceptance, StoreError> {
+        self.call(move |conn| accept(conn, &webhook)).await
+    }
+
+    async fn lease(
+        &self,
+        owner: &str,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Leased>, StoreError> {
+        let owner = owner.to_string();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE outbox SET lease_owner = ?1, lease_until = ?2
+                 WHERE id IN (
+                     SELECT id FROM outbox
+                     WHERE state = 'pending' AND next_attempt_at <= ?3
+                       AND (lease_until IS NULL OR lease_until < ?3)
+                     ORDER BY next_attempt_at, id LIMIT ?4)
+                 RETURNING id, source, insert_id, payload, attempts, created_at",
+            )?;
+            let rows = stmt.query_map(
+                params![owner, now_ms + lease_ms, now_ms, limit as i64],
+                |r| {
+                    Ok(Leased {
+                        id: r.get(0)?,
+                        source: r.get(1)?,
+                        insert_id: r.get(2)?,
+                        payload: r.get(3)?,
+                        attempts: r.get(4)?,
+                        created_at_ms: r.get(5)?,
+                    })
+                },
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        done: Vec<Completion>,
+    ) -> Result<(), StoreError> {
+        let owner = owner.to_string();
+        self.call(move |conn| {
+            for completion in &done {
+                complete(conn, &owner, now_ms, completion)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        self.call(|conn| {
+            conn.query_row(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+        })
+        .await
+    }
+
+    async fn recover(&self) -> Result<u64, StoreError> {
+        self.call(|conn| {
+            let n = conn.execute(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL
+                 WHERE state = 'pending' AND lease_owner IS NOT NULL",
+                [],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+fn accept(conn: &Connection, webhook: &NewWebhook) -> Result<Acceptance, rusqlite::Error> {
+    let mut exists =
+        conn.prepare_cached("SELECT 1 FROM provider_events WHERE source = ?1 AND event_id = ?2")?;
+    let mut duplicates = Vec::with_capacity(webhook.events.len());
+    for event in &webhook.events {
+        let found = exists
+            .query_row(params![webhook.source, event.event_id], |_| Ok(()))
+            .optional()?;
+        duplicates.push(found.is_some());
+    }
+    if duplicates.iter().all(|d| *d) {
+        return Ok(Acceptance { duplicates });
+    }
+    conn.prepare_cached(
+        "INSERT INTO webhooks (source, request_id, received_at, headers, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        webhook.source,
+        webhook.request_id,
+        webhook.received_at_ms,
+        webhook.headers_json,
+        webhook.body.as_ref()
+    ])?;
+    let webhook_id = conn.last_insert_rowid();
+    let mut insert_event = conn.prepare_cached(
+        "INSERT INTO provider_events (source, event_id, event_type, webhook_id, status, detail, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut insert_outbox = conn.prepare_cached(
+        "INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+    )?;
+    // The same event id twice in one body counts once.
+    let mut seen = std::collections::HashSet::new();
+    for (event, duplicate) in webhook.events.iter().zip(duplicates.iter_mut()) {
+        if *duplicate {
+            continue;
+        }
+        if !seen.insert(event.event_id.as_str()) {
+            *duplicate = true;
+            continue;
+        }
+        insert_event.execute(params![
+            webhook.source,
+            event.event_id,
+            event.event_type,
+            webhook_id,
+            event.status,
+            event.detail,
+            webhook.received_at_ms
+        ])?;
+        for out in &event.outbox {
+            insert_outbox.execute(params![
+                webhook.source,
+                event.event_id,
+                out.rule,
+                out.insert_id,
+                out.payload,
+                webhook.received_at_ms
+            ])?;
+        }
+    }
+    Ok(Acceptance { duplicates })
+}
+
+fn complete(
+    conn: &Connection,
+    owner: &str,
+    now_ms: i64,
+    completion: &Completion,
+) -> Result<(), rusqlite::Error> {
+    // `lease_owner = ?` fences a worker whose lease expired and was taken over.
+    match completion {
+        Completion::Delivered { id, status } => conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, last_status = ?3,
+                 last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?4
+                 WHERE id = ?1 AND lease_owner = ?2",
+            )?
+            .execute(params![id, owner, status, now_ms]),
+        Completion::Retry {
+            id,
+            next_attempt_ms,
+            status,
+            error,
+        } => conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?3, last_status = ?4,
+                 last_error = ?5, lease_owner = NULL, lease_until = NULL, updated_at = ?6
+                 WHERE id = ?1 AND lease_owner = ?2",
+            )?
+            .execute(params![id, owner, next_attempt_ms, status, error, now_ms]),
+        Completion::Dead { id, status, error } => conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_status = ?3,
+                 last_error = ?4, lease_owner = NULL, lease_until = NULL, updated_at = ?5
+                 WHERE id = ?1 AND lease_owner = ?2",
+            )?
+            .execute(params![id, owner, status, error, now_ms]),
+        Completion::Skipped { id } => conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'dry_run', lease_owner = NULL, lease_until = NULL,
+                 updated_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
+            )?
+            .execute(params![id, owner, now_ms]),
+    }
+    .map(|_| ())
+}
