@@ -192,11 +192,11 @@ async fn events(
             .json(json!({"success": false, "error": problem}));
     }
     let event_id = uuid::Uuid::new_v4().to_string();
-    if let Some(insert_id) = event.get("insertId").and_then(Value::as_str) {
-        if !s.insert_ids.insert(insert_id.to_string()) {
-            s.duplicates += 1;
-            return HttpResponse::Ok().json(json!({"success": true, "eventId": event_id}));
-        }
+    if let Some(insert_id) = event.get("insertId").and_then(Value::as_str)
+        && !s.insert_ids.insert(insert_id.to_string())
+    {
+        s.duplicates += 1;
+        return HttpResponse::Ok().json(json!({"success": true, "eventId": event_id}));
     }
     s.accepted.push(event);
     HttpResponse::Ok().json(json!({"success": true, "eventId": event_id}))
@@ -255,15 +255,15 @@ pub fn check_schema(event: &Value) -> Result<(), String> {
     if string("value").transpose()?.is_none() {
         return Err("value is required".into());
     }
-    if let Some(t) = string("valueType").transpose()? {
-        if !["currency", "numeric", "text", "boolean"].contains(&t) {
-            return Err(format!("valueType {t} is not allowed"));
-        }
+    if let Some(t) = string("valueType").transpose()?
+        && !["currency", "numeric", "text", "boolean"].contains(&t)
+    {
+        return Err(format!("valueType {t} is not allowed"));
     }
-    if let Some(i) = string("influence").transpose()? {
-        if !["positive", "negative", "neutral"].contains(&i) {
-            return Err(format!("influence {i} is not allowed"));
-        }
+    if let Some(i) = string("influence").transpose()?
+        && !["positive", "negative", "neutral"].contains(&i)
+    {
+        return Err(format!("influence {i} is not allowed"));
     }
     for (k, lo, hi) in [("qualityImpactScore", -1.0, 1.0), ("sampleRate", 0.0, 1.0)] {
         if let Some(v) = obj.get(k) {
