@@ -17,6 +17,9 @@ use crate::server::{AppState, routes};
 use crate::store::{self, StoreError};
 use crate::verify::Secret;
 
+/// The productId a dry run uses when `GREENFLASH_PRODUCT_ID` is not set.
+pub const DRY_RUN_PRODUCT_ID: &str = "00000000-0000-0000-0000-000000000000";
+
 /// Everything `serve` is configured with (flags and environment, resolved by the CLI).
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -104,7 +107,16 @@ impl Application {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
-        if config.product_id.is_none()
+        let mut product_id = config.product_id.clone();
+        if product_id.is_none() && config.dry_run {
+            // Nothing reaches Greenflash in a dry run, so a placeholder lets a newcomer see
+            // the mapped events before having a product.
+            tracing::warn!(
+                "GREENFLASH_PRODUCT_ID is not set; dry run uses the placeholder {DRY_RUN_PRODUCT_ID}."
+            );
+            product_id = Some(DRY_RUN_PRODUCT_ID.to_string());
+        }
+        if product_id.is_none()
             && let Some(source) = loaded
                 .catalog
                 .sources
