@@ -14,13 +14,13 @@ use tokio::sync::Notify;
 use crate::inbound::{Headers, Request};
 use crate::mapping::{Catalog, IdentifyError, Options, Source};
 use crate::store::{NewOutboxEvent, NewProviderEvent, NewWebhook, Store, StoreError, now_ms};
-use crate::verify::{MissingSecret, Rejection, Verifier};
+use crate::verify::{Rejection, SecretError, Verifier};
 
 /// The live mapping catalog with each source's verifier (or the secret it is missing).
 #[derive(Debug)]
 pub struct Sources {
     pub catalog: Catalog,
-    verifiers: HashMap<String, Result<Verifier, MissingSecret>>,
+    verifiers: HashMap<String, Result<Verifier, SecretError>>,
 }
 
 impl Sources {
@@ -35,13 +35,13 @@ impl Sources {
     }
 
     /// Sources that cannot be served because their secret variable is unset.
-    pub fn disabled(&self) -> impl Iterator<Item = (&str, &MissingSecret)> {
+    pub fn disabled(&self) -> impl Iterator<Item = (&str, &SecretError)> {
         self.verifiers
             .iter()
             .filter_map(|(name, v)| v.as_ref().err().map(|m| (name.as_str(), m)))
     }
 
-    fn get(&self, name: &str) -> Option<(&Arc<Source>, &Result<Verifier, MissingSecret>)> {
+    fn get(&self, name: &str) -> Option<(&Arc<Source>, &Result<Verifier, SecretError>)> {
         Some((self.catalog.get(name)?, self.verifiers.get(name)?))
     }
 }
@@ -52,10 +52,7 @@ pub enum IntakeError {
     #[error("no source named {0:?}")]
     UnknownSource(String),
     #[error("source {name:?} is disabled: {missing}")]
-    SourceDisabled {
-        name: String,
-        missing: MissingSecret,
-    },
+    SourceDisabled { name: String, missing: SecretError },
     #[error("signature refused: {0}")]
     Rejected(Rejection),
     #[error("body is not JSON: {0}")]

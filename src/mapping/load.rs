@@ -22,7 +22,9 @@ use super::model::{Catalog, Field, Fields, Pattern, Rule, Source};
 use super::path::JsonPath;
 use super::transform::TimeFormat;
 use crate::greenflash::{Influence, ValueType, is_uuid};
-use crate::verify::{Scheme, Spec};
+use crate::verify::{
+    Algorithm, Encoding, HmacOptions, Scheme, SecretEncoding, Spec, TimestampFormat, parse_message,
+};
 
 /// Top-level tables of a mapping file.
 pub const FILE_KEYS: &[&str] = &["source", "defaults", "rules"];
@@ -36,7 +38,29 @@ pub const SOURCE_KEYS: &[&str] = &[
     "split",
 ];
 /// Keys of `[source.verify]`.
-pub const VERIFY_KEYS: &[&str] = &["scheme", "secrets_env", "tolerance", "url"];
+pub const VERIFY_KEYS: &[&str] = &[
+    "scheme",
+    "secrets_env",
+    "tolerance",
+    "url",
+    "header",
+    "prefix",
+    "algorithm",
+    "encoding",
+    "timestamp_header",
+    "timestamp_format",
+    "message",
+    "secret_encoding",
+];
+/// Keys of `verify` that only `scheme = "hmac"` takes.
+const HMAC_KEYS: &[&str] = &[
+    "algorithm",
+    "encoding",
+    "timestamp_header",
+    "timestamp_format",
+    "message",
+    "secret_encoding",
+];
 /// Keys of a rule besides the output fields.
 pub const RULE_KEYS: &[&str] = &["name", "on", "when", "drop", "properties"];
 /// Keys that say where an expression's value comes from (exactly one per expression table).
@@ -378,11 +402,115 @@ impl<'a> Loader<'a> {
             }
         });
         let url = get(table, "url").and_then(|v| self.string(v, "url").map(str::to_string));
+        if scheme.needs_url() && url.is_none() {
+            self.error_hint(
+                scheme_val.span(),
+                format!("scheme {scheme_name:?} signs the URL the provider calls: add `url`"),
+                "e.g. url = \"https://hooks.example.com/webhooks/NAME\", exactly as configured at the provider",
+            );
+        }
+        let header =
+            get(table, "header").and_then(|v| self.string(v, "header").map(str::to_string));
+        if scheme.needs_header() && header.is_none() {
+            self.error_hint(
+                scheme_val.span(),
+                format!("scheme {scheme_name:?} needs `header`"),
+                "name the request header that carries the signature or token",
+            );
+        }
+        let prefix = get(table, "prefix").and_then(|v| {
+            if !matches!(scheme, Scheme::Hmac | Scheme::Token) {
+                self.error(
+                    v.span(),
+                    "`prefix` applies only to schemes \"hmac\" and \"token\"",
+                );
+            }
+            self.string(v, "prefix").map(str::to_string)
+        });
+        for key in HMAC_KEYS {
+            if scheme != Scheme::Hmac && get(table, key).is_some() {
+                self.error(
+                    key_span(table, key),
+                    format!("`{key}` applies only to scheme = \"hmac\""),
+                );
+            }
+        }
+        let hmac = if scheme == Scheme::Hmac {
+            Some(self.hmac_options(table, prefix.clone())?)
+        } else {
+            None
+        };
         Some(Spec {
             scheme,
             secrets_env,
             tolerance,
             url,
+            header,
+            prefix,
+            hmac,
+        })
+    }
+
+    fn hmac_options(&mut self, table: &DeTable<'_>, prefix: Option<String>) -> Option<HmacOptions> {
+        let algorithm = match get(table, "algorithm") {
+            Some(v) => self.enumerated(v, "algorithm", Algorithm::NAMES, Algorithm::parse)?,
+            None => Algorithm::Sha256,
+        };
+        let encoding = match get(table, "encoding") {
+            Some(v) => self.enumerated(v, "encoding", Encoding::NAMES, Encoding::parse)?,
+            None => Encoding::Hex,
+        };
+        let timestamp_format = match get(table, "timestamp_format") {
+            Some(v) => self.enumerated(
+                v,
+                "timestamp_format",
+                TimestampFormat::NAMES,
+                TimestampFormat::parse,
+            )?,
+            None => TimestampFormat::Unix,
+        };
+        let secret_encoding = match get(table, "secret_encoding") {
+            Some(v) => self.enumerated(
+                v,
+                "secret_encoding",
+                SecretEncoding::NAMES,
+                SecretEncoding::parse,
+            )?,
+            None => SecretEncoding::Utf8,
+        };
+        let timestamp_header = get(table, "timestamp_header")
+            .and_then(|v| self.string(v, "timestamp_header").map(str::to_string));
+        let message = match get(table, "message") {
+            Some(v) => {
+                let text = self.string(v, "message")?;
+                match parse_message(text) {
+                    Ok(parts) => {
+                        if parts.contains(&crate::verify::MessagePart::Timestamp)
+                            && timestamp_header.is_none()
+                        {
+                            self.error(
+                                v.span(),
+                                "the message uses {timestamp} but `timestamp_header` is not set",
+                            );
+                        }
+                        Some(parts)
+                    }
+                    Err(why) => {
+                        self.error(v.span(), why);
+                        return None;
+                    }
+                }
+            }
+            None => None,
+        };
+        Some(HmacOptions {
+            algorithm,
+            encoding,
+            prefix,
+            timestamp_header,
+            timestamp_format,
+            message,
+            secret_encoding,
         })
     }
 

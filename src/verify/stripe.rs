@@ -1,20 +1,29 @@
-//! Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]`, HMAC-SHA256 over
-//! `"{t}.{body}"` keyed with the endpoint secret as given (`whsec_…` is *not* decoded).
-//! Every `v1` is tried (Stripe sends one per active secret after a roll); `v0` is ignored.
+//! Stripe, and Calendly which copies its format: `<Header>: t=<unix>,v1=<hex>[,v1=<hex>…]`,
+//! HMAC-SHA256 over `"{t}.{body}"` keyed with the secret as given (Stripe's `whsec_…` is *not*
+//! decoded). Every `v1` is tried (Stripe sends one per active secret after a roll); other
+//! schemes such as Stripe's test-mode `v0` are ignored and never accepted.
 
-use super::{Rejection, Secret, Window, mac};
-use crate::inbound::Request;
+use super::mac::{self, Algorithm};
+use super::{Context, Rejection, Secret, first_match};
 
-const HEADER: &str = "stripe-signature";
+/// Where a `t=…,v1=…` scheme carries its signature.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Format {
+    header: &'static str,
+}
 
-pub(super) fn verify(
-    request: &Request<'_>,
-    secrets: &[Secret],
-    window: Window,
-) -> Result<Option<usize>, Rejection> {
-    let header = request
+pub(super) const STRIPE: Format = Format {
+    header: "stripe-signature",
+};
+pub(super) const CALENDLY: Format = Format {
+    header: "calendly-webhook-signature",
+};
+
+pub(super) fn verify(ctx: &Context<'_>, format: Format) -> Result<Option<usize>, Rejection> {
+    let header = ctx
+        .request
         .headers
-        .get_str(HEADER)
+        .get_str(format.header)
         .ok_or(Rejection::MissingSignature)?;
     let mut timestamp = None;
     let mut signatures = Vec::new();
@@ -40,26 +49,30 @@ pub(super) fn verify(
         return Err(Rejection::MalformedSignature);
     }
     let t = timestamp.to_string();
-    let parts: [&[u8]; 3] = [t.as_bytes(), b".", request.body];
-    for (index, secret) in secrets.iter().enumerate() {
-        if signatures
-            .iter()
-            .any(|sig| mac::verify_sha256(secret.expose(), &parts, sig))
-        {
-            // The timestamp is judged only on an authentic request: a stale but valid
-            // signature is a replay, and that is what the reason should say.
-            window.check(timestamp)?;
-            return Ok(Some(index));
-        }
-    }
-    Err(Rejection::NoMatchingSignature)
+    let parts: [&[u8]; 3] = [t.as_bytes(), b".", ctx.request.body];
+    first_match(
+        ctx.secrets,
+        &signatures,
+        Some(timestamp),
+        ctx.window,
+        |secret, sig| mac::verify(Algorithm::Sha256, secret.expose(), &parts, sig),
+    )
 }
 
-pub(super) fn sign(body: &[u8], secret: &Secret, now: i64) -> Vec<(String, String)> {
+pub(super) fn sign(
+    format: Format,
+    body: &[u8],
+    secret: &Secret,
+    now: i64,
+) -> Vec<(String, String)> {
     let t = now.to_string();
-    let sig = mac::hmac_sha256(secret.expose(), &[t.as_bytes(), b".", body]);
+    let sig = mac::compute(
+        Algorithm::Sha256,
+        secret.expose(),
+        &[t.as_bytes(), b".", body],
+    );
     vec![(
-        "Stripe-Signature".to_string(),
+        format.header.to_string(),
         format!("t={t},v1={}", hex::encode(sig)),
     )]
 }
@@ -69,7 +82,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::inbound::Headers;
+    use crate::inbound::{Headers, Request};
+    use crate::verify::Window;
 
     const SECRET: &str = "whsec_test_secret";
     /// stripe-python's DUMMY_WEBHOOK_PAYLOAD, no trailing newline (VERIFICATION.md).
@@ -98,7 +112,13 @@ mod tests {
             now,
             tolerance: Some(Duration::from_secs(300)),
         };
-        verify(&request, &secrets, window)
+        let ctx = Context {
+            request: &request,
+            secrets: &secrets,
+            window,
+            url: None,
+        };
+        verify(&ctx, STRIPE)
     }
 
     #[test]
@@ -108,7 +128,7 @@ mod tests {
 
     #[test]
     fn sign_reproduces_the_vector() {
-        let headers = sign(PAYLOAD.as_bytes(), &Secret::new(SECRET), 12345);
+        let headers = sign(STRIPE, PAYLOAD.as_bytes(), &Secret::new(SECRET), 12345);
         assert_eq!(headers[0].1, VECTOR);
     }
 
