@@ -15,6 +15,7 @@ use crate::intake::{Intake, Sources};
 use crate::mapping::{Diagnostic, load_dir};
 use crate::server::{AppState, routes};
 use crate::store::{self, StoreError};
+use crate::telemetry;
 use crate::verify::Secret;
 
 /// The productId a dry run uses when `GREENFLASH_PRODUCT_ID` is not set.
@@ -148,7 +149,7 @@ impl Application {
         let version = intake.sources().catalog.version.clone();
 
         let (stop_delivery, stopped) = watch::channel(false);
-        let dispatcher = Dispatcher::new(store, sink, config.delivery.clone(), wake);
+        let dispatcher = Dispatcher::new(store.clone(), sink, config.delivery.clone(), wake);
         let grace = config.shutdown_grace;
         let dispatcher = tokio::spawn(dispatcher.run(stopped, grace));
 
@@ -160,8 +161,14 @@ impl Application {
             addr: config.listen.clone(),
             source,
         })?;
+        let metrics = telemetry::install();
+        if let Some(handle) = &metrics {
+            tokio::spawn(telemetry::upkeep(handle.clone()));
+            tokio::spawn(report_queue(store.clone()));
+        }
         let state = web::Data::new(AppState {
             intake,
+            metrics,
             max_body: config.max_body,
             public_url: config.public_url.clone(),
         });
@@ -206,6 +213,21 @@ impl Application {
         .await;
         tracing::info!("Stopped.");
         Ok(())
+    }
+}
+
+/// Keeps the queue gauges current.
+async fn report_queue(store: Arc<dyn store::Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Ok(stats) = store.stats().await {
+            let age = stats
+                .oldest_pending_ms
+                .map(|at| Duration::from_millis(u64::try_from(store::now_ms() - at).unwrap_or(0)))
+                .unwrap_or_default();
+            telemetry::queue(stats.pending, age, stats.dead);
+        }
     }
 }
 

@@ -12,8 +12,9 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::inbound::{Headers, Request};
-use crate::mapping::{Catalog, IdentifyError, Options, Source};
+use crate::mapping::{Catalog, IdentifyError, Options, Source, Status};
 use crate::store::{NewOutboxEvent, NewProviderEvent, NewWebhook, Store, StoreError, now_ms};
+use crate::telemetry;
 use crate::verify::{Rejection, SecretError, Verifier};
 
 /// The live mapping catalog with each source's verifier (or the secret it is missing).
@@ -69,6 +70,9 @@ pub struct Receipt {
     /// `accepted` when anything new was stored, else `duplicate`.
     pub status: &'static str,
     pub events: Vec<ReceiptEvent>,
+    /// Which configured secret verified the request (for the log, not the provider).
+    #[serde(skip)]
+    pub secret_index: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -142,13 +146,9 @@ impl Intake {
             .verify(&request, now / 1000)
             .map_err(IntakeError::Rejected)?;
         if let Some(index) = verified.secret_index {
-            tracing::debug!(
-                source = source_name,
-                secret_index = index,
-                "Signature verified."
-            );
+            telemetry::secret_matched(source_name, index);
         }
-        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(IntakeError::NotJson)?;
+        let doc = parse_body(&headers, &body)?;
         let options = Options {
             default_product_id: self.default_product_id.as_deref(),
             explain: false,
@@ -178,6 +178,17 @@ impl Intake {
             };
             for failure in &event.failures {
                 tracing::warn!(source = source_name, event_id = %event.id, rule = %failure.rule, reason = %failure.reason, "Mapping failed.");
+                telemetry::mapped(source_name, &failure.rule, "mapping_failed");
+            }
+            for emitted in &event.emitted {
+                telemetry::mapped(source_name, &emitted.rule, "mapped");
+            }
+            if status == Status::Ignored {
+                telemetry::mapped(
+                    source_name,
+                    event.dropped_by.as_deref().unwrap_or(""),
+                    "ignored",
+                );
             }
             let outbox = event
                 .emitted
@@ -229,6 +240,36 @@ impl Intake {
                 "duplicate"
             },
             events: receipt_events,
+            secret_index: verified.secret_index,
         })
     }
+}
+
+/// The body as JSON. Form-encoded bodies (Twilio, Slack) become an object of their fields
+/// (a repeated field becomes a list), so rules map them like any other payload.
+fn parse_body(headers: &Headers, body: &[u8]) -> Result<serde_json::Value, IntakeError> {
+    use serde_json::Value;
+    let is_form = headers.get_str("content-type").is_some_and(|t| {
+        t.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    if !is_form {
+        return serde_json::from_slice(body).map_err(IntakeError::NotJson);
+    }
+    let mut map = serde_json::Map::new();
+    for (key, value) in form_urlencoded::parse(body) {
+        let value = Value::String(value.into_owned());
+        match map.get_mut(key.as_ref()) {
+            None => {
+                map.insert(key.into_owned(), value);
+            }
+            Some(Value::Array(items)) => items.push(value),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, value]);
+            }
+        }
+    }
+    Ok(Value::Object(map))
 }

@@ -9,11 +9,13 @@
 
 pub mod app;
 pub mod deliver;
+pub mod fixtures;
 pub mod greenflash;
 pub mod inbound;
 pub mod intake;
 pub mod mapping;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod units;
 pub mod verify;

@@ -13,10 +13,13 @@ use serde_json::json;
 
 use crate::inbound::Headers;
 use crate::intake::{Intake, IntakeError};
+use crate::telemetry;
 
 /// Shared by every worker thread.
 pub struct AppState {
     pub intake: Arc<Intake>,
+    /// Renders `/metrics`; `None` when another recorder owns the process (tests).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Largest accepted body, in bytes.
     pub max_body: usize,
     /// The public base URL providers call (for schemes that sign the URL).
@@ -27,7 +30,17 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks/{source}", web::post().to(receive))
         .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    match &state.metrics {
+        Some(handle) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(handle.render()),
+        None => HttpResponse::NotFound().finish(),
+    }
 }
 
 async fn healthz() -> HttpResponse {
@@ -42,6 +55,28 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
+fn refuse_too_large(
+    state: &AppState,
+    source: &str,
+    started: std::time::Instant,
+    answer: impl Fn() -> HttpResponse,
+) -> HttpResponse {
+    tracing::info!(
+        outcome = "rejected",
+        reason = "payload_too_large",
+        limit = state.max_body,
+        "Webhook refused."
+    );
+    let known = state.intake.sources().catalog.get(source).is_some();
+    telemetry::webhook(
+        if known { source } else { "unknown" },
+        "rejected",
+        "payload_too_large",
+        started.elapsed(),
+    );
+    answer()
+}
+
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": code, "message": message.to_string()}))
 }
@@ -52,6 +87,7 @@ async fn receive(
     mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let started = std::time::Instant::now();
     let source = path.into_inner();
     let request_id = uuid::Uuid::now_v7().to_string();
     let span = tracing::info_span!("webhook", %request_id, %source);
@@ -70,12 +106,7 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > state.max_body) {
-        tracing::info!(
-            outcome = "rejected",
-            reason = "payload_too_large",
-            "Webhook refused."
-        );
-        return too_large();
+        return refuse_too_large(&state, &source, started, too_large);
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(state.max_body));
     while let Some(chunk) = payload.next().await {
@@ -84,12 +115,7 @@ async fn receive(
             Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e),
         };
         if body.len() + chunk.len() > state.max_body {
-            tracing::info!(
-                outcome = "rejected",
-                reason = "payload_too_large",
-                "Webhook refused."
-            );
-            return too_large();
+            return refuse_too_large(&state, &source, started, too_large);
         }
         body.extend_from_slice(&chunk);
     }
@@ -111,8 +137,10 @@ async fn receive(
             tracing::info!(
                 outcome = receipt.status,
                 events = receipt.events.len(),
+                secret_index = receipt.secret_index,
                 "Webhook accepted."
             );
+            telemetry::webhook(&source, receipt.status, "", started.elapsed());
             HttpResponse::Ok().json(receipt)
         }
         Err(e) => {
@@ -126,6 +154,13 @@ async fn receive(
                 IntakeError::Unidentified(_) => (StatusCode::BAD_REQUEST, "unidentified_event"),
                 IntakeError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             };
+            // Unknown names are not a label: anyone can post to any path.
+            let label = if matches!(e, IntakeError::UnknownSource(_)) {
+                "unknown"
+            } else {
+                source.as_str()
+            };
+            telemetry::webhook(label, "rejected", code, started.elapsed());
             if status.is_server_error() {
                 tracing::error!(outcome = "rejected", reason = code, error = %e, "Webhook not accepted.");
             } else {

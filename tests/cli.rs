@@ -294,3 +294,106 @@ fn map_explain_names_the_failing_condition() {
         "{stderr}"
     );
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn test_passes_on_every_shipped_catalog_and_fixture() {
+    let out = bridge(&[
+        "test",
+        "--mappings",
+        repo_path("mappings").to_str().unwrap(),
+        "--fixtures",
+        repo_path("tests/fixtures").to_str().unwrap(),
+    ]);
+    let text = text(&out);
+    assert!(out.status.success(), "{text}");
+    for source in [
+        "stripe",
+        "paddle",
+        "chargebee",
+        "hubspot",
+        "shopify",
+        "lemonsqueezy",
+    ] {
+        assert!(
+            text.contains(&format!("ok      {source}/")),
+            "{source} has no passing fixture:\n{text}"
+        );
+    }
+    assert!(text.contains(" 0 failed, 0 skipped"), "{text}");
+}
+
+#[test]
+fn test_prints_a_readable_diff_when_a_mapping_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_path("mappings"), dir.path());
+    let stripe = dir.path().join("stripe.toml");
+    let text_before = std::fs::read_to_string(&stripe).unwrap();
+    let changed = text_before.replacen(
+        "event_type = \"invoice_paid\"\ninfluence = \"positive\"",
+        "event_type = \"invoice_paid\"\ninfluence = \"neutral\"",
+        1,
+    );
+    assert_ne!(changed, text_before);
+    std::fs::write(&stripe, changed).unwrap();
+    let out = bridge(&[
+        "test",
+        "--mappings",
+        dir.path().to_str().unwrap(),
+        "--fixtures",
+        repo_path("tests/fixtures").to_str().unwrap(),
+    ]);
+    let text = text(&out);
+    assert!(!out.status.success());
+    assert!(text.contains("FAIL    stripe/invoice.paid.json"), "{text}");
+    assert!(text.contains("[0].influence: - \"positive\""), "{text}");
+    assert!(text.contains("[0].influence: + \"neutral\""), "{text}");
+    assert!(
+        text.contains("ok      stripe/charge.refunded.json"),
+        "only the changed rule's fixtures fail:\n{text}"
+    );
+}
+
+#[test]
+fn bless_writes_expected_files_that_then_pass() {
+    let fixtures = tempfile::tempdir().unwrap();
+    let dir = fixtures.path().join("stripe");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        repo_path("tests/fixtures/stripe/invoice.paid.json"),
+        dir.join("x.json"),
+    )
+    .unwrap();
+    let args = [
+        "test",
+        "--mappings",
+        repo_path("mappings").to_str().unwrap().to_owned().leak(),
+        "--fixtures",
+        fixtures.path().to_str().unwrap().to_owned().leak(),
+    ];
+    let out = bridge(&args);
+    assert!(
+        text(&out).contains("skip    stripe/x.json"),
+        "{}",
+        text(&out)
+    );
+    let mut blessing = args.to_vec();
+    blessing.push("--bless");
+    assert!(bridge(&blessing).status.success());
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("x.expected.json")).unwrap()).unwrap();
+    assert_eq!(expected[0]["eventType"], "invoice_paid");
+    assert!(bridge(&args).status.success());
+}

@@ -2,7 +2,9 @@
 
 mod check;
 mod map;
+mod send;
 mod serve;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +30,10 @@ enum Command {
     Check(check::Args),
     /// Print the Greenflash events the mappings make of a payload (nothing is sent).
     Map(map::Args),
+    /// Sign a payload as the source's provider would and post it to a running bridge.
+    Send(send::Args),
+    /// Map every fixture and compare with its .expected.json (golden tests for mappings).
+    Test(test::Args),
 }
 
 /// `--mappings DIR`, shared by every command that reads mapping files.
@@ -43,6 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Check(args) => check::run(args),
         Command::Map(args) => map::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Test(args) => test::run(args),
     }
 }
 

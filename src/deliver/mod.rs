@@ -13,6 +13,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 pub use client::{Attempt, GreenflashClient, parse_retry_after};
 
 use crate::store::{Completion, Leased, Store, now_ms};
+use crate::telemetry;
 
 /// When to try again after a retryable failure: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy)]
@@ -169,7 +170,15 @@ impl Dispatcher {
                 Completion::Skipped { id: event.id }
             }
             Sink::Greenflash(client) => {
+                let started = std::time::Instant::now();
                 let attempt = client.send(&event.payload).await;
+                let status = match &attempt {
+                    Attempt::Delivered { status } | Attempt::Permanent { status, .. } => {
+                        Some(*status)
+                    }
+                    Attempt::Retry { status, .. } => *status,
+                };
+                telemetry::delivery(telemetry::status_class(status), started.elapsed());
                 self.judge(&event, attempt)
             }
         };
@@ -191,6 +200,7 @@ impl Dispatcher {
                 Completion::Delivered { id, status }
             }
             Attempt::Permanent { status, error } => {
+                telemetry::dead_lettered();
                 tracing::warn!(insert_id = %event.insert_id, status, error = %error, "Greenflash refused an event; kept as a dead letter.");
                 Completion::Dead {
                     id,
@@ -207,6 +217,7 @@ impl Dispatcher {
                 let age =
                     Duration::from_millis(u64::try_from(now - event.created_at_ms).unwrap_or(0));
                 if age >= self.config.retry.give_up_after {
+                    telemetry::dead_lettered();
                     tracing::warn!(insert_id = %event.insert_id, error = %error, "Giving up on an event; kept as a dead letter.");
                     return Completion::Dead {
                         id,

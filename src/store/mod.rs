@@ -47,6 +47,14 @@ pub struct NewOutboxEvent {
     pub payload: String,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub pending: u64,
+    /// When the oldest pending event was accepted (ms).
+    pub oldest_pending_ms: Option<i64>,
+    pub dead: u64,
+}
+
 /// What `accept` did with each provider event, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acceptance {
@@ -139,6 +147,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// When the earliest pending event becomes due (ms), if any.
     async fn next_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Queue depth, the oldest pending event and the dead-letter count, for metrics.
+    async fn stats(&self) -> Result<QueueStats, StoreError>;
 
     /// Called once at start-up by `serve`: makes events leased by a crashed predecessor due now.
     async fn recover(&self) -> Result<u64, StoreError>;

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Acceptance, Completion, Leased, NewWebhook, Store, StoreError};
+use super::{Acceptance, Completion, Leased, NewWebhook, QueueStats, Store, StoreError};
 
 /// The most jobs committed together; bounds how long the first caller in a batch waits.
 const MAX_BATCH: usize = 512;
@@ -260,6 +260,27 @@ impl Store for SqliteStore {
                 [],
                 |r| r.get::<_, Option<i64>>(0),
             )
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        self.call(|conn| {
+            let (pending, oldest): (i64, Option<i64>) = conn.query_row(
+                "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let dead: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE state = 'dead'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(QueueStats {
+                pending: pending as u64,
+                oldest_pending_ms: oldest,
+                dead: dead as u64,
+            })
         })
         .await
     }
