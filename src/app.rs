@@ -13,6 +13,7 @@ use crate::deliver::{DeliveryConfig, Dispatcher, GreenflashClient, Sink};
 use crate::greenflash::is_uuid;
 use crate::intake::{Intake, Sources};
 use crate::mapping::{Diagnostic, load_dir};
+use crate::reload::{self, ReloadPolicy};
 use crate::server::{AppState, routes};
 use crate::store::{self, StoreError};
 use crate::telemetry;
@@ -36,6 +37,8 @@ pub struct ServeConfig {
     pub delivery: DeliveryConfig,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Watch the mappings directory for changes (SIGHUP reloads either way).
+    pub watch_mappings: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +129,7 @@ impl Application {
         {
             return Err(StartError::NoProductId(source.name.clone()));
         }
+        let product_id_set = product_id.is_some();
         let sources = Sources::new(loaded.catalog, env);
         for (name, missing) in sources.disabled() {
             tracing::error!(source = name, variable = %missing.var, "Source disabled: its secret variable is not set; its endpoint answers 503.");
@@ -166,6 +170,15 @@ impl Application {
             tokio::spawn(telemetry::upkeep(handle.clone()));
             tokio::spawn(report_queue(store.clone()));
         }
+        telemetry::mappings_version(&version, &version);
+        tokio::spawn(reload::run(
+            intake.clone(),
+            ReloadPolicy {
+                dir: config.mappings.clone(),
+                has_default_product_id: product_id_set,
+                watch: config.watch_mappings,
+            },
+        ));
         let state = web::Data::new(AppState {
             intake,
             metrics,

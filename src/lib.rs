@@ -14,6 +14,7 @@ pub mod greenflash;
 pub mod inbound;
 pub mod intake;
 pub mod mapping;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -80,3 +80,16 @@ pub fn status_class(status: Option<u16>) -> &'static str {
         None => "error",
     }
 }
+
+/// A mappings reload: `applied` or `refused`.
+pub fn reload(outcome: &'static str) {
+    counter!("bridge_mappings_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// Which mappings version is live: 1 for the live one, 0 for the one it replaced.
+pub fn mappings_version(previous: &str, live: &str) {
+    if previous != live {
+        gauge!("bridge_mappings_version_info", "version" => previous.to_string()).set(0.0);
+    }
+    gauge!("bridge_mappings_version_info", "version" => live.to_string()).set(1.0);
+}

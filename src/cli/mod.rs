@@ -34,6 +34,8 @@ enum Command {
     Send(send::Args),
     /// Map every fixture and compare with its .expected.json (golden tests for mappings).
     Test(test::Args),
+    /// Print the JSON Schema (draft-07) of mapping files, for editors.
+    Schema,
 }
 
 /// `--mappings DIR`, shared by every command that reads mapping files.
@@ -51,6 +53,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Map(args) => map::run(args),
         Command::Send(args) => send::run(args),
         Command::Test(args) => test::run(args),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&greenflash_bridge::mapping::schema())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -57,6 +57,10 @@ pub struct Args {
     /// Dead-letter an event still failing this long after it was accepted.
     #[arg(long, env = "BRIDGE_GIVE_UP_AFTER", default_value = "72h", value_parser = parse_duration)]
     give_up_after: Duration,
+    /// Reload the mappings when files in the directory change (SIGHUP always reloads). Turn
+    /// off where file events do not arrive, e.g. some network mounts.
+    #[arg(long, env = "BRIDGE_WATCH_MAPPINGS", default_value_t = true, action = clap::ArgAction::Set)]
+    watch_mappings: bool,
     /// How long shutdown waits for in-flight requests and deliveries.
     #[arg(long, env = "BRIDGE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -84,6 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         request_timeout: args.delivery_timeout,
         shutdown_grace: args.shutdown_grace,
+        watch_mappings: args.watch_mappings,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -11,10 +11,12 @@ mod expr;
 mod load;
 mod model;
 mod path;
+mod schema;
 mod transform;
 
 pub use apply::{Emitted, Failure, IdentifyError, Options, ProviderEvent, RuleTrace, Status};
 pub use diagnostic::{Diagnostic, Severity};
 pub use load::{Loaded, load_dir, load_texts};
 pub use model::{Catalog, Field, Rule, Source};
+pub use schema::schema;
 pub use transform::currency_exponent;

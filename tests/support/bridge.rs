@@ -142,6 +142,10 @@ impl Bridge {
         self.log.lock().unwrap().clone()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn webhook_url(&self, source: &str) -> String {
         format!("{}/webhooks/{source}", self.url)
     }
