@@ -39,6 +39,12 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Watch the mappings directory for changes (SIGHUP reloads either way).
     pub watch_mappings: bool,
+    /// `BRIDGE_ADMIN_TOKEN`: enables `/admin/…` behind `Authorization: Bearer`.
+    pub admin_token: Option<Secret>,
+    /// Delivered and ignored events and their raw bodies are pruned after this age.
+    pub retention: Duration,
+    /// How often retention runs.
+    pub prune_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,12 +154,13 @@ impl Application {
             sources,
             store.clone(),
             wake.clone(),
-            config.product_id.clone(),
+            product_id.clone(),
         ));
         let version = intake.sources().catalog.version.clone();
 
         let (stop_delivery, stopped) = watch::channel(false);
         let dispatcher = Dispatcher::new(store.clone(), sink, config.delivery.clone(), wake);
+        let delivery = dispatcher.health();
         let grace = config.shutdown_grace;
         let dispatcher = tokio::spawn(dispatcher.run(stopped, grace));
 
@@ -171,19 +178,27 @@ impl Application {
             tokio::spawn(report_queue(store.clone()));
         }
         telemetry::mappings_version(&version, &version);
-        tokio::spawn(reload::run(
-            intake.clone(),
-            ReloadPolicy {
-                dir: config.mappings.clone(),
-                has_default_product_id: product_id_set,
-                watch: config.watch_mappings,
-            },
+        let reload_policy = Arc::new(ReloadPolicy {
+            dir: config.mappings.clone(),
+            has_default_product_id: product_id_set,
+            watch: config.watch_mappings,
+        });
+        tokio::spawn(reload::run(intake.clone(), reload_policy.clone()));
+        tokio::spawn(retention(
+            store.clone(),
+            config.retention,
+            config.prune_interval,
         ));
         let state = web::Data::new(AppState {
             intake,
+            store,
+            delivery,
             metrics,
             max_body: config.max_body,
             public_url: config.public_url.clone(),
+            admin_token: config.admin_token.clone(),
+            default_product_id: product_id,
+            reload: reload_policy,
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
             // Signals are ours: SIGINT must drain too, not only SIGTERM (actix forces on SIGINT).
@@ -226,6 +241,27 @@ impl Application {
         .await;
         tracing::info!("Stopped.");
         Ok(())
+    }
+}
+
+/// Prunes what retention allows, periodically.
+async fn retention(store: Arc<dyn store::Store>, keep: Duration, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let before = store::now_ms() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        match store.prune(before).await {
+            Ok(report) if report != store::PruneReport::default() => {
+                tracing::info!(
+                    outbox_events = report.outbox_events,
+                    provider_events = report.provider_events,
+                    webhooks = report.webhooks,
+                    "Retention pruned old rows."
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Retention could not prune; will try again."),
+        }
     }
 }
 

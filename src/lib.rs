@@ -15,6 +15,7 @@ pub mod inbound;
 pub mod intake;
 pub mod mapping;
 pub mod reload;
+pub mod replay;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -27,7 +27,7 @@ pub struct ReloadPolicy {
 }
 
 /// Runs until the process ends. Watch errors are logged; SIGHUP keeps working without them.
-pub async fn run(intake: Arc<Intake>, policy: ReloadPolicy) {
+pub async fn run(intake: Arc<Intake>, policy: Arc<ReloadPolicy>) {
     let (tx, mut changes) = mpsc::unbounded_channel();
     let watcher = policy.watch.then(|| {
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

@@ -28,6 +28,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
+/// An instant given as RFC 3339 (`2026-03-09T16:00:00Z`) or as a duration ago (`24h`), in ms
+/// since the epoch.
+pub fn parse_instant(text: &str, now_ms: i64) -> Result<i64, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(at) = time::OffsetDateTime::parse(text.trim(), &Rfc3339) {
+        return Ok((at.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let ago = parse_duration(text).map_err(|_| {
+        format!(
+            "{text:?} is neither an RFC 3339 time (2026-03-09T16:00:00Z) nor a duration ago (24h)"
+        )
+    })?;
+    Ok(now_ms - ago.as_millis() as i64)
+}
+
 /// Parses a byte count: a whole number, optionally followed by `B`, `KiB`, `MiB` or `GiB`.
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let text = text.trim();

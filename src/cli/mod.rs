@@ -1,7 +1,9 @@
 //! Argument definitions and dispatch.
 
 mod check;
+mod dlq;
 mod map;
+mod replay;
 mod send;
 mod serve;
 mod test;
@@ -36,6 +38,10 @@ enum Command {
     Test(test::Args),
     /// Print the JSON Schema (draft-07) of mapping files, for editors.
     Schema,
+    /// Dead letters: list, show, retry, drop.
+    Dlq(dlq::Args),
+    /// Re-map stored raw webhooks with the current mappings (backfill after a fix).
+    Replay(replay::Args),
 }
 
 /// `--mappings DIR`, shared by every command that reads mapping files.
@@ -53,6 +59,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Map(args) => map::run(args),
         Command::Send(args) => send::run(args),
         Command::Test(args) => test::run(args),
+        Command::Dlq(args) => dlq::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Schema => {
             println!(
                 "{}",

@@ -61,6 +61,19 @@ pub struct Args {
     /// off where file events do not arrive, e.g. some network mounts.
     #[arg(long, env = "BRIDGE_WATCH_MAPPINGS", default_value_t = true, action = clap::ArgAction::Set)]
     watch_mappings: bool,
+    /// Delivered and ignored events, and raw bodies with nothing left to do, are deleted after
+    /// this age. Dedupe identities are kept as long.
+    #[arg(long, env = "BRIDGE_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    retention: Duration,
+    /// How often retention runs.
+    #[arg(long, env = "BRIDGE_PRUNE_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    prune_interval: Duration,
+    /// While Greenflash refuses our API key, how often one event is tried to see if it works again.
+    #[arg(long, env = "BRIDGE_AUTH_PROBE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    auth_probe_interval: Duration,
+    /// Enables the admin API (/admin/…), which then requires `Authorization: Bearer <token>`.
+    #[arg(long, env = "BRIDGE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// How long shutdown waits for in-flight requests and deliveries.
     #[arg(long, env = "BRIDGE_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -79,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         product_id: args.product_id.filter(|p| !p.is_empty()),
         delivery: DeliveryConfig {
             concurrency: args.delivery_concurrency,
+            auth_probe_interval: args.auth_probe_interval,
             retry: RetryPolicy {
                 base: args.retry_base,
                 cap: args.retry_cap,
@@ -89,6 +103,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         request_timeout: args.delivery_timeout,
         shutdown_grace: args.shutdown_grace,
         watch_mappings: args.watch_mappings,
+        admin_token: args.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
+        retention: args.retention,
+        prune_interval: args.prune_interval,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,6 +6,7 @@
 mod client;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
@@ -56,6 +57,8 @@ pub enum Sink {
 pub struct DeliveryConfig {
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// While Greenflash refuses our key, how often one event is tried to see if it is back.
+    pub auth_probe_interval: Duration,
     /// How long a leased event belongs to this process before another may take it.
     pub lease: Duration,
     /// The longest the dispatcher sleeps before looking for due work again.
@@ -67,10 +70,30 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             concurrency: 32,
+            auth_probe_interval: Duration::from_secs(30),
             lease: Duration::from_secs(60),
             idle_poll: Duration::from_secs(1),
             retry: RetryPolicy::default(),
         }
+    }
+}
+
+/// Delivery's state as `/readyz` and every worker see it.
+#[derive(Debug, Default)]
+pub struct DeliveryHealth {
+    /// Greenflash refuses our API key (401/403): delivery is paused, events are kept.
+    key_refused: AtomicBool,
+    /// Greenflash asked us to slow down until this time (ms): one budget for all workers.
+    throttled_until_ms: AtomicI64,
+}
+
+impl DeliveryHealth {
+    pub fn key_refused(&self) -> bool {
+        self.key_refused.load(Ordering::Relaxed)
+    }
+
+    pub fn throttled_until_ms(&self) -> i64 {
+        self.throttled_until_ms.load(Ordering::Relaxed)
     }
 }
 
@@ -80,6 +103,7 @@ pub struct Dispatcher {
     config: DeliveryConfig,
     wake: Arc<Notify>,
     owner: String,
+    health: Arc<DeliveryHealth>,
 }
 
 impl Dispatcher {
@@ -96,7 +120,13 @@ impl Dispatcher {
             config,
             wake,
             owner: uuid::Uuid::new_v4().to_string(),
+            health: Arc::new(DeliveryHealth::default()),
         }
+    }
+
+    /// Shared with `/readyz`.
+    pub fn health(&self) -> Arc<DeliveryHealth> {
+        self.health.clone()
     }
 
     /// Runs until `shutdown` turns true, then waits for in-flight deliveries up to `grace`.
@@ -104,7 +134,22 @@ impl Dispatcher {
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let this = Arc::new(self);
         while !*shutdown.borrow() {
-            let free = permits.available_permits();
+            // Greenflash asked everyone to wait: no new attempts until then.
+            let wait = this.health.throttled_until_ms() - now_ms();
+            if wait > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let paused = this.health.key_refused();
+            let free = if paused {
+                // One probe at a time while our key is refused.
+                usize::from(permits.available_permits() == this.config.concurrency.max(1))
+            } else {
+                permits.available_permits()
+            };
             if free == 0 {
                 tokio::select! {
                     p = permits.clone().acquire_owned() => drop(p),
@@ -119,6 +164,7 @@ impl Dispatcher {
                 .await
             {
                 Ok(batch) if !batch.is_empty() => {
+                    let probing = paused;
                     for event in batch {
                         let Ok(permit) = permits.clone().acquire_owned().await else {
                             return;
@@ -128,6 +174,12 @@ impl Dispatcher {
                             this.deliver(event).await;
                             drop(permit);
                         });
+                    }
+                    if probing {
+                        tokio::select! {
+                            _ = tokio::time::sleep(this.config.auth_probe_interval) => {}
+                            _ = shutdown.changed() => {}
+                        }
                     }
                 }
                 Ok(_) => {
@@ -196,12 +248,15 @@ impl Dispatcher {
         let id = event.id;
         match attempt {
             Attempt::Delivered { status } => {
-                tracing::debug!(insert_id = %event.insert_id, status, "Event delivered.");
+                if self.health.key_refused.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("Greenflash accepts our API key again; delivery resumed.");
+                }
+                tracing::debug!(request_id = %event.request_id, insert_id = %event.insert_id, status, "Event delivered.");
                 Completion::Delivered { id, status }
             }
             Attempt::Permanent { status, error } => {
                 telemetry::dead_lettered();
-                tracing::warn!(insert_id = %event.insert_id, status, error = %error, "Greenflash refused an event; kept as a dead letter.");
+                tracing::warn!(request_id = %event.request_id, insert_id = %event.insert_id, status, error = %error, "Greenflash refused an event; kept as a dead letter.");
                 Completion::Dead {
                     id,
                     status: Some(status),
@@ -214,32 +269,63 @@ impl Dispatcher {
                 error,
             } => {
                 let now = now_ms();
+                let as_ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                match status {
+                    // Throttled: not the event's fault. Everyone waits as long as Greenflash says.
+                    Some(429) => {
+                        let delay = retry_after
+                            .unwrap_or_else(|| self.config.retry.delay(event.attempts + 1));
+                        let until = now.saturating_add(as_ms(delay));
+                        self.health
+                            .throttled_until_ms
+                            .fetch_max(until, Ordering::Relaxed);
+                        tracing::info!(request_id = %event.request_id, insert_id = %event.insert_id, retry_in_ms = as_ms(delay), "Greenflash is throttling; all deliveries wait.");
+                        telemetry::retry_scheduled();
+                        return Completion::Retry {
+                            id,
+                            next_attempt_ms: until,
+                            status,
+                            error,
+                            counts: false,
+                        };
+                    }
+                    // Our key is wrong or revoked: keep everything and probe until it works.
+                    Some(401 | 403) => {
+                        if !self.health.key_refused.swap(true, Ordering::Relaxed) {
+                            tracing::error!(status, error = %error, "Greenflash refuses our API key (check GREENFLASH_API_KEY). Delivery is paused; every event is kept and delivery resumes by itself once the key works.");
+                        }
+                        return Completion::Retry {
+                            id,
+                            next_attempt_ms: now,
+                            status,
+                            error,
+                            counts: false,
+                        };
+                    }
+                    _ => {}
+                }
                 let age =
                     Duration::from_millis(u64::try_from(now - event.created_at_ms).unwrap_or(0));
                 if age >= self.config.retry.give_up_after {
                     telemetry::dead_lettered();
-                    tracing::warn!(insert_id = %event.insert_id, error = %error, "Giving up on an event; kept as a dead letter.");
+                    tracing::warn!(request_id = %event.request_id, insert_id = %event.insert_id, error = %error, "Giving up on an event; kept as a dead letter.");
                     return Completion::Dead {
                         id,
                         status,
                         error: format!("gave up after {} attempts: {error}", event.attempts + 1),
                     };
                 }
-                if matches!(status, Some(401 | 403)) {
-                    tracing::error!(
-                        status,
-                        "Greenflash refuses our API key; check GREENFLASH_API_KEY. Events are kept and retried."
-                    );
-                }
+                telemetry::retry_scheduled();
+                // Retry-After is honoured as given, not clamped.
                 let delay =
                     retry_after.unwrap_or_else(|| self.config.retry.delay(event.attempts + 1));
-                let next = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-                tracing::info!(insert_id = %event.insert_id, error = %error, retry_in_ms = delay.as_millis() as u64, "Delivery failed; will retry.");
+                tracing::info!(request_id = %event.request_id, insert_id = %event.insert_id, error = %error, retry_in_ms = as_ms(delay), "Delivery failed; will retry.");
                 Completion::Retry {
                     id,
-                    next_attempt_ms: next,
+                    next_attempt_ms: now.saturating_add(as_ms(delay)),
                     status,
                     error,
+                    counts: true,
                 }
             }
         }

@@ -8,6 +8,7 @@
 //! only applies to events the caller still holds (fencing against a stale worker).
 
 mod sqlite;
+mod sqlite_ops;
 
 use std::path::PathBuf;
 
@@ -78,6 +79,8 @@ pub struct Leased {
     /// Attempts made before this one.
     pub attempts: u32,
     pub created_at_ms: i64,
+    /// The request that brought the webhook, so logs follow it through delivery.
+    pub request_id: String,
 }
 
 /// The end of one delivery attempt.
@@ -87,12 +90,14 @@ pub enum Completion {
         id: i64,
         status: u16,
     },
-    /// Try again at `next_attempt_ms`.
+    /// Try again at `next_attempt_ms`. `counts` is false when the failure says nothing about
+    /// the event (429 throttling, our key refused), so it does not use up its attempts.
     Retry {
         id: i64,
         next_attempt_ms: i64,
         status: Option<u16>,
         error: String,
+        counts: bool,
     },
     /// Permanent failure: kept as a dead letter, with Greenflash's answer.
     Dead {
@@ -153,6 +158,109 @@ pub trait Store: Send + Sync + 'static {
 
     /// Called once at start-up by `serve`: makes events leased by a crashed predecessor due now.
     async fn recover(&self) -> Result<u64, StoreError>;
+
+    /// A write that commits nothing, proving the store can commit now (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Dead letters, newest first.
+    async fn dead_letters(&self, source: Option<&str>) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// One outbox event by id, whatever its state.
+    async fn outbox_event(&self, id: i64) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Puts dead letters back in the queue (same insertId), due now. Returns how many.
+    async fn retry_dead(&self, which: DeadSelector) -> Result<u64, StoreError>;
+
+    /// Marks dead letters as dropped by an operator (kept, visible, never sent). Returns how many.
+    async fn drop_dead(&self, ids: &[i64]) -> Result<u64, StoreError>;
+
+    /// Stored webhooks of `source` received in [since, until), with their provider events (of
+    /// the given statuses; all when empty) and what those events emitted.
+    async fn stored_webhooks(&self, query: ReplayQuery) -> Result<Vec<StoredWebhook>, StoreError>;
+
+    /// Records a replay: new statuses for provider events and new outbox events to deliver.
+    async fn record_replay(
+        &self,
+        source: &str,
+        updates: Vec<ReplayUpdate>,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes what retention allows: finished outbox events, and provider events and raw bodies
+    /// with nothing pending or dead, all older than `before_ms`.
+    async fn prune(&self, before_ms: i64) -> Result<PruneReport, StoreError>;
+}
+
+/// An outbox event as operators see it (`dlq list`, `dlq show`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub source: String,
+    pub event_id: String,
+    pub rule: String,
+    pub insert_id: String,
+    pub state: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// The Greenflash event, as JSON.
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeadSelector {
+    Ids(Vec<i64>),
+    All,
+    Source(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReplayQuery {
+    pub source: String,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Provider-event statuses to include (`mapped`, `ignored`, `mapping_failed`); all if empty.
+    pub statuses: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredWebhook {
+    pub id: i64,
+    pub received_at_ms: i64,
+    pub headers_json: String,
+    pub body: Bytes,
+    pub events: Vec<StoredEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event_id: String,
+    pub status: String,
+    /// Every outbox event it produced so far, oldest first.
+    pub emitted: Vec<StoredEmission>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredEmission {
+    pub rule: String,
+    pub insert_id: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayUpdate {
+    pub event_id: String,
+    pub status: &'static str,
+    pub detail: Option<String>,
+    pub outbox: Vec<NewOutboxEvent>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PruneReport {
+    pub outbox_events: u64,
+    pub provider_events: u64,
+    pub webhooks: u64,
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (relative to the working directory;

@@ -13,7 +13,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Acceptance, Completion, Leased, NewWebhook, QueueStats, Store, StoreError};
+use super::sqlite_ops as ops;
+use super::{
+    Acceptance, Completion, DeadLetter, DeadSelector, Leased, NewWebhook, PruneReport, QueueStats,
+    ReplayQuery, ReplayUpdate, Store, StoreError, StoredWebhook, now_ms,
+};
 
 /// The most jobs committed together; bounds how long the first caller in a batch waits.
 const MAX_BATCH: usize = 512;
@@ -60,6 +64,13 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX outbox_event ON outbox (source, event_id);
+";
+
+/// v2: the request id follows an event through delivery; dead letters are listed by state.
+const SCHEMA_V2: &str = "
+ALTER TABLE outbox ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX outbox_state ON outbox (state, updated_at);
+CREATE INDEX webhooks_received ON webhooks (source, received_at);
 ";
 
 /// One operation for the writer thread.
@@ -150,10 +161,13 @@ impl SqliteStore {
 
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version < 1 {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
-        ))?;
+    // Each step commits with its version number, so an interrupted migration resumes.
+    for (target, sql) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
+        if version < target {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {sql} PRAGMA user_version = {target}; COMMIT;"
+            ))?;
+        }
     }
     Ok(())
 }
@@ -217,7 +231,7 @@ impl Store for SqliteStore {
                      WHERE state = 'pending' AND next_attempt_at <= ?3
                        AND (lease_until IS NULL OR lease_until < ?3)
                      ORDER BY next_attempt_at, id LIMIT ?4)
-                 RETURNING id, source, insert_id, payload, attempts, created_at",
+                 RETURNING id, source, insert_id, payload, attempts, created_at, request_id",
             )?;
             let rows = stmt.query_map(
                 params![owner, now_ms + lease_ms, now_ms, limit as i64],
@@ -229,6 +243,7 @@ impl Store for SqliteStore {
                         payload: r.get(3)?,
                         attempts: r.get(4)?,
                         created_at_ms: r.get(5)?,
+                        request_id: r.get(6)?,
                     })
                 },
             )?;
@@ -285,6 +300,50 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|_| Ok(())).await
+    }
+
+    async fn dead_letters(&self, source: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let source = source.map(str::to_string);
+        self.call(move |conn| ops::dead_letters(conn, source.as_deref()))
+            .await
+    }
+
+    async fn outbox_event(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+        self.call(move |conn| ops::outbox_event(conn, id)).await
+    }
+
+    async fn retry_dead(&self, which: DeadSelector) -> Result<u64, StoreError> {
+        self.call(move |conn| ops::retry_dead(conn, &which, now_ms()))
+            .await
+    }
+
+    async fn drop_dead(&self, ids: &[i64]) -> Result<u64, StoreError> {
+        let ids = ids.to_vec();
+        self.call(move |conn| ops::drop_dead(conn, &ids, now_ms()))
+            .await
+    }
+
+    async fn stored_webhooks(&self, query: ReplayQuery) -> Result<Vec<StoredWebhook>, StoreError> {
+        self.call(move |conn| ops::stored_webhooks(conn, &query))
+            .await
+    }
+
+    async fn record_replay(
+        &self,
+        source: &str,
+        updates: Vec<ReplayUpdate>,
+    ) -> Result<(), StoreError> {
+        let source = source.to_string();
+        self.call(move |conn| ops::record_replay(conn, &source, &updates, now_ms()))
+            .await
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<PruneReport, StoreError> {
+        self.call(move |conn| ops::prune(conn, before_ms)).await
+    }
+
     async fn recover(&self) -> Result<u64, StoreError> {
         self.call(|conn| {
             let n = conn.execute(
@@ -327,8 +386,8 @@ fn accept(conn: &Connection, webhook: &NewWebhook) -> Result<Acceptance, rusqlit
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut insert_outbox = conn.prepare_cached(
-        "INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+        "INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at, updated_at, request_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7)",
     )?;
     // The same event id twice in one body counts once.
     let mut seen = std::collections::HashSet::new();
@@ -356,7 +415,8 @@ fn accept(conn: &Connection, webhook: &NewWebhook) -> Result<Acceptance, rusqlit
                 out.rule,
                 out.insert_id,
                 out.payload,
-                webhook.received_at_ms
+                webhook.received_at_ms,
+                webhook.request_id
             ])?;
         }
     }
@@ -383,13 +443,14 @@ fn complete(
             next_attempt_ms,
             status,
             error,
+            counts,
         } => conn
             .prepare_cached(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?3, last_status = ?4,
+                "UPDATE outbox SET attempts = attempts + ?7, next_attempt_at = ?3, last_status = ?4,
                  last_error = ?5, lease_owner = NULL, lease_until = NULL, updated_at = ?6
                  WHERE id = ?1 AND lease_owner = ?2",
             )?
-            .execute(params![id, owner, next_attempt_ms, status, error, now_ms]),
+            .execute(params![id, owner, next_attempt_ms, status, error, now_ms, i64::from(*counts)]),
         Completion::Dead { id, status, error } => conn
             .prepare_cached(
                 "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_status = ?3,

@@ -26,6 +26,11 @@ pub use self::hmac::{
 };
 pub use mac::Algorithm;
 
+/// Constant-time equality for secrets of any length (admin tokens, shared credentials).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    mac::same_secret(a, b)
+}
+
 use crate::inbound::Request;
 
 /// A signing secret. Its `Debug` never shows the bytes, so it cannot leak through logs.

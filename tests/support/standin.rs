@@ -33,6 +33,7 @@ struct State {
     rejected: Vec<(u16, String)>,
     script: VecDeque<Scripted>,
     fail_all: Option<u16>,
+    delay: Duration,
 }
 
 #[derive(Clone)]
@@ -56,7 +57,7 @@ impl Standin {
                         .app_data(web::PayloadConfig::new(1 << 20))
                         .route("/api/v1/events", web::post().to(events))
                 })
-                .workers(1)
+                .workers(2)
                 .disable_signals()
                 .bind("127.0.0.1:0")
                 .expect("bind stand-in");
@@ -82,6 +83,11 @@ impl Standin {
     /// Fails every request with `status` until `recover` is called.
     pub fn fail_all(&self, status: u16) {
         self.state.lock().unwrap().fail_all = Some(status);
+    }
+
+    /// Holds every answer this long (slow Greenflash).
+    pub fn delay(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
     }
 
     pub fn recover(&self) {

@@ -1,59 +1,16 @@
-//! The HTTP surface: `POST /webhooks/{source}`, `GET /healthz`, `GET /readyz`.
-//!
-//! Handlers read the raw body themselves (bounded, before anything else), so that signatures
-//! are checked on exactly the bytes the provider sent and every refusal gets a JSON body.
-
-use std::sync::Arc;
+//! `POST /webhooks/{source}`: the raw body is read here (bounded, before anything else), so that
+//! signatures are checked on exactly the bytes the provider sent and every refusal gets a JSON
+//! body.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use serde_json::json;
 
+use super::{AppState, error};
 use crate::inbound::Headers;
-use crate::intake::{Intake, IntakeError};
+use crate::intake::IntakeError;
 use crate::telemetry;
-
-/// Shared by every worker thread.
-pub struct AppState {
-    pub intake: Arc<Intake>,
-    /// Renders `/metrics`; `None` when another recorder owns the process (tests).
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// Largest accepted body, in bytes.
-    pub max_body: usize,
-    /// The public base URL providers call (for schemes that sign the URL).
-    pub public_url: Option<String>,
-}
-
-/// Registers the routes on an actix `App`.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/webhooks/{source}", web::post().to(receive))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
-}
-
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    match &state.metrics {
-        Some(handle) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(handle.render()),
-        None => HttpResponse::NotFound().finish(),
-    }
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
-}
-
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let sources = state.intake.sources();
-    HttpResponse::Ok().json(json!({
-        "status": "ready",
-        "mappings_version": sources.catalog.version,
-    }))
-}
 
 fn refuse_too_large(
     state: &AppState,
@@ -77,11 +34,7 @@ fn refuse_too_large(
     answer()
 }
 
-fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": code, "message": message.to_string()}))
-}
-
-async fn receive(
+pub(super) async fn receive(
     req: HttpRequest,
     path: web::Path<String>,
     mut payload: web::Payload,

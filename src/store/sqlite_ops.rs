@@ -1,0 +1,218 @@
+//! The SQLite statements behind the operators' controls: dead letters, replay, retention.
+//! Each runs on the writer thread, inside a batch transaction (see `sqlite.rs`).
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use super::{
+    DeadLetter, DeadSelector, PruneReport, ReplayQuery, ReplayUpdate, StoredEmission, StoredEvent,
+    StoredWebhook,
+};
+
+const OUTBOX_COLUMNS: &str = "id, source, event_id, rule, insert_id, state, attempts, last_status, last_error, created_at, updated_at, payload";
+
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<DeadLetter> {
+    Ok(DeadLetter {
+        id: r.get(0)?,
+        source: r.get(1)?,
+        event_id: r.get(2)?,
+        rule: r.get(3)?,
+        insert_id: r.get(4)?,
+        state: r.get(5)?,
+        attempts: r.get(6)?,
+        last_status: r.get(7)?,
+        last_error: r.get(8)?,
+        created_at_ms: r.get(9)?,
+        updated_at_ms: r.get(10)?,
+        payload: r.get(11)?,
+    })
+}
+
+pub(super) fn dead_letters(
+    conn: &Connection,
+    source: Option<&str>,
+) -> rusqlite::Result<Vec<DeadLetter>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'dead' AND (?1 IS NULL OR source = ?1)
+         ORDER BY updated_at DESC, id DESC"
+    ))?;
+    let rows = stmt.query_map(params![source], outbox_row)?;
+    rows.collect()
+}
+
+pub(super) fn outbox_event(conn: &Connection, id: i64) -> rusqlite::Result<Option<DeadLetter>> {
+    conn.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1"
+    ))?
+    .query_row(params![id], outbox_row)
+    .optional()
+}
+
+pub(super) fn retry_dead(
+    conn: &Connection,
+    which: &DeadSelector,
+    now_ms: i64,
+) -> rusqlite::Result<u64> {
+    // The give-up clock restarts from the operator's decision, hence created_at = now.
+    let set =
+        "UPDATE outbox SET state = 'pending', next_attempt_at = ?1, attempts = 0, created_at = ?1,
+               updated_at = ?1, lease_owner = NULL, lease_until = NULL WHERE state = 'dead'";
+    let n = match which {
+        DeadSelector::All => conn.execute(set, params![now_ms])?,
+        DeadSelector::Source(source) => {
+            conn.execute(&format!("{set} AND source = ?2"), params![now_ms, source])?
+        }
+        DeadSelector::Ids(ids) => {
+            let mut n = 0;
+            for id in ids {
+                n += conn.execute(&format!("{set} AND id = ?2"), params![now_ms, id])?;
+            }
+            n
+        }
+    };
+    Ok(n as u64)
+}
+
+pub(super) fn drop_dead(conn: &Connection, ids: &[i64], now_ms: i64) -> rusqlite::Result<u64> {
+    let mut n = 0;
+    for id in ids {
+        n += conn.execute(
+            "UPDATE outbox SET state = 'dropped', updated_at = ?2 WHERE id = ?1 AND state = 'dead'",
+            params![id, now_ms],
+        )?;
+    }
+    Ok(n as u64)
+}
+
+pub(super) fn stored_webhooks(
+    conn: &Connection,
+    query: &ReplayQuery,
+) -> rusqlite::Result<Vec<StoredWebhook>> {
+    let mut webhooks_stmt = conn.prepare_cached(
+        "SELECT id, received_at, headers, body FROM webhooks
+         WHERE source = ?1 AND (?2 IS NULL OR received_at >= ?2) AND (?3 IS NULL OR received_at < ?3)
+         ORDER BY received_at, id",
+    )?;
+    let rows =
+        webhooks_stmt.query_map(params![query.source, query.since_ms, query.until_ms], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+    let mut events_stmt = conn.prepare_cached(
+        "SELECT event_id, status FROM provider_events WHERE webhook_id = ?1 ORDER BY event_id",
+    )?;
+    let mut outbox_stmt = conn.prepare_cached(
+        "SELECT rule, insert_id, payload FROM outbox WHERE source = ?1 AND event_id = ?2 ORDER BY id",
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, received_at_ms, headers_json, body) = row?;
+        let mut events = Vec::new();
+        let found = events_stmt.query_map(params![id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for event in found {
+            let (event_id, status) = event?;
+            if !query.statuses.is_empty() && !query.statuses.contains(&status) {
+                continue;
+            }
+            let emitted = outbox_stmt
+                .query_map(params![query.source, event_id], |r| {
+                    Ok(StoredEmission {
+                        rule: r.get(0)?,
+                        insert_id: r.get(1)?,
+                        payload: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            events.push(StoredEvent {
+                event_id,
+                status,
+                emitted,
+            });
+        }
+        if !events.is_empty() {
+            out.push(StoredWebhook {
+                id,
+                received_at_ms,
+                headers_json,
+                body: Bytes::from(body),
+                events,
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn record_replay(
+    conn: &Connection,
+    source: &str,
+    updates: &[ReplayUpdate],
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let mut status = conn.prepare_cached(
+        "UPDATE provider_events SET status = ?3, detail = ?4 WHERE source = ?1 AND event_id = ?2",
+    )?;
+    let mut request = conn.prepare_cached(
+        "SELECT w.request_id FROM provider_events p JOIN webhooks w ON w.id = p.webhook_id
+         WHERE p.source = ?1 AND p.event_id = ?2",
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at, updated_at, request_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7)",
+    )?;
+    for update in updates {
+        status.execute(params![
+            source,
+            update.event_id,
+            update.status,
+            update.detail
+        ])?;
+        let request_id: String = request
+            .query_row(params![source, update.event_id], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default();
+        for out in &update.outbox {
+            insert.execute(params![
+                source,
+                update.event_id,
+                out.rule,
+                out.insert_id,
+                out.payload,
+                now_ms,
+                request_id
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn prune(conn: &Connection, before_ms: i64) -> rusqlite::Result<PruneReport> {
+    // Finished deliveries first; pending and dead events are never pruned.
+    let outbox_events = conn.execute(
+        "DELETE FROM outbox WHERE state IN ('delivered', 'dry_run', 'dropped') AND updated_at < ?1",
+        params![before_ms],
+    )? as u64;
+    // Identities (dedupe) and their raw bodies go together once nothing of them is left to do;
+    // mapping failures are kept for replay.
+    let provider_events = conn.execute(
+        "DELETE FROM provider_events WHERE received_at < ?1 AND status IN ('mapped', 'ignored')
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.source = provider_events.source
+                         AND o.event_id = provider_events.event_id)",
+        params![before_ms],
+    )? as u64;
+    let webhooks = conn.execute(
+        "DELETE FROM webhooks WHERE received_at < ?1
+         AND NOT EXISTS (SELECT 1 FROM provider_events p WHERE p.webhook_id = webhooks.id)",
+        params_from_iter([before_ms]),
+    )? as u64;
+    Ok(PruneReport {
+        outbox_events,
+        provider_events,
+        webhooks,
+    })
+}
