@@ -45,17 +45,23 @@ fn event_id_of(e: &Value) -> String {
         .to_string()
 }
 
-fn cli(setup: &Setup, args: &[&str]) -> (bool, String) {
+/// Runs a CLI command against the setup's store: (success, stdout + stderr, stdout).
+fn cli_out(setup: &Setup, args: &[&str]) -> (bool, String, String) {
     let out = setup
         .command()
         .args(args)
         .arg("--store")
-        .arg(format!("sqlite://{}", setup.store.display()))
+        .arg(setup.store_url())
         .output()
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = stdout.clone() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text, stdout)
+}
+
+fn cli(setup: &Setup, args: &[&str]) -> (bool, String) {
+    let (ok, text, _) = cli_out(setup, args);
+    (ok, text)
 }
 
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
@@ -169,13 +175,32 @@ async fn a_refused_key_pauses_delivery_keeps_events_and_resumes_by_itself() {
 #[tokio::test]
 async fn a_refused_event_is_dead_lettered_listed_and_retried() {
     let standin = Standin::start();
+    let dir = tempfile::tempdir().unwrap();
+    dead_letter_flow(&standin, Setup::new(dir.path(), &standin)).await;
+}
+
+#[tokio::test]
+async fn dead_letters_work_the_same_on_postgresql() {
+    let standin = Standin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = support::postgres::fresh_database().await else {
+        return;
+    };
+    let mut setup = Setup::new(dir.path(), &standin);
+    setup.store_url = Some(url);
+    dead_letter_flow(&standin, setup).await;
+}
+
+async fn dead_letter_flow(standin: &Standin, setup: Setup) {
     standin.script([Scripted {
         status: 400,
         headers: vec![],
     }]);
-    let dir = tempfile::tempdir().unwrap();
-    let setup = Setup::new(dir.path(), &standin);
     let bridge = setup.start();
+    let ready = reqwest::get(format!("{}/readyz", bridge.url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "the store answers");
     let client = reqwest::Client::new();
     assert_eq!(
         send(&client, &bridge.url, &event("evt_dead_1")).await,
@@ -184,7 +209,7 @@ async fn a_refused_event_is_dead_lettered_listed_and_retried() {
 
     let mut listed = String::new();
     wait_until("the dead letter", || {
-        listed = cli(&setup, &["dlq", "list", "--json"]).1;
+        listed = cli_out(&setup, &["dlq", "list", "--json"]).2;
         listed.contains("evt_dead_1")
     });
     let dead: Value = serde_json::from_str(&listed).unwrap();

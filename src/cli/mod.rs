@@ -3,6 +3,7 @@
 mod check;
 mod dlq;
 mod map;
+mod migrate;
 mod replay;
 mod send;
 mod serve;
@@ -42,6 +43,8 @@ enum Command {
     Dlq(dlq::Args),
     /// Re-map stored raw webhooks with the current mappings (backfill after a fix).
     Replay(replay::Args),
+    /// Create or upgrade the store's schema (serve does this too).
+    Migrate(migrate::Args),
 }
 
 /// `--mappings DIR`, shared by every command that reads mapping files.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => test::run(args),
         Command::Dlq(args) => dlq::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Schema => {
             println!(
                 "{}",
@@ -75,7 +79,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `RUST_LOG` filters (default `info`).
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        // PostgreSQL's NOTICEs ("already exists, skipping") are not news to operators.
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -48,6 +48,10 @@ pub struct Args {
     /// Timeout of one delivery request.
     #[arg(long, env = "BRIDGE_DELIVERY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     delivery_timeout: Duration,
+    /// How long a replica holds an event it is delivering before others may take it over
+    /// (after a crash). Longer than the delivery timeout.
+    #[arg(long, env = "BRIDGE_DELIVERY_LEASE", default_value = "60s", value_parser = parse_duration)]
+    delivery_lease: Duration,
     /// First retry delay (then doubling, with full jitter).
     #[arg(long, env = "BRIDGE_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
     retry_base: Duration,
@@ -93,6 +97,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         delivery: DeliveryConfig {
             concurrency: args.delivery_concurrency,
             auth_probe_interval: args.auth_probe_interval,
+            lease: args
+                .delivery_lease
+                .max(args.delivery_timeout + Duration::from_secs(1)),
             retry: RetryPolicy {
                 base: args.retry_base,
                 cap: args.retry_cap,

@@ -134,7 +134,12 @@ impl Dispatcher {
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let this = Arc::new(self);
         while !*shutdown.borrow() {
-            // Greenflash asked everyone to wait: no new attempts until then.
+            // Greenflash asked everyone — every worker of every replica — to wait.
+            if let Ok(until) = this.store.throttled_until().await {
+                this.health
+                    .throttled_until_ms
+                    .fetch_max(until, Ordering::Relaxed);
+            }
             let wait = this.health.throttled_until_ms() - now_ms();
             if wait > 0 {
                 tokio::select! {
@@ -231,7 +236,7 @@ impl Dispatcher {
                     Attempt::Retry { status, .. } => *status,
                 };
                 telemetry::delivery(telemetry::status_class(status), started.elapsed());
-                self.judge(&event, attempt)
+                self.judge(&event, attempt).await
             }
         };
         if let Err(e) = self
@@ -244,7 +249,7 @@ impl Dispatcher {
         }
     }
 
-    fn judge(&self, event: &Leased, attempt: Attempt) -> Completion {
+    async fn judge(&self, event: &Leased, attempt: Attempt) -> Completion {
         let id = event.id;
         match attempt {
             Attempt::Delivered { status } => {

@@ -7,6 +7,7 @@
 //! `lease` hands each due event to one worker at a time until its lease expires; `complete`
 //! only applies to events the caller still holds (fencing against a stale worker).
 
+mod postgres;
 mod sqlite;
 mod sqlite_ops;
 
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A verified, mapped webhook, ready to be stored.
@@ -113,7 +115,7 @@ pub enum Completion {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported store URL {0:?}: use sqlite://PATH")]
+    #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]
     BadUrl(String),
     #[error("cannot prepare the store at {path}: {source}")]
     Io {
@@ -122,6 +124,8 @@ pub enum StoreError {
     },
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("the store could not commit: {0}")]
     Unavailable(String),
     #[error("the store's writer has stopped")]
@@ -188,6 +192,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes what retention allows: finished outbox events, and provider events and raw bodies
     /// with nothing pending or dead, all older than `before_ms`.
     async fn prune(&self, before_ms: i64) -> Result<PruneReport, StoreError>;
+
+    /// Until when (ms) Greenflash asked every replica to hold back (`Retry-After` on a 429).
+    async fn throttled_until(&self) -> Result<i64, StoreError>;
+
+    /// Records a throttle for every replica; an earlier time never shortens a later one.
+    async fn throttle(&self, until_ms: i64) -> Result<(), StoreError>;
 }
 
 /// An outbox event as operators see it (`dlq list`, `dlq show`).
@@ -264,8 +274,14 @@ pub struct PruneReport {
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (relative to the working directory;
-/// `sqlite:///abs/path` for an absolute one).
+/// `sqlite:///abs/path` for an absolute one) or `postgres://…` / `postgresql://…`. Either is
+/// created or migrated as needed.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(
+            PostgresStore::open(url, POSTGRES_POOL).await?,
+        ));
+    }
     match url.strip_prefix("sqlite://") {
         Some(path) if !path.is_empty() => Ok(std::sync::Arc::new(
             SqliteStore::open(std::path::Path::new(path)).await?,
@@ -273,6 +289,9 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
         _ => Err(StoreError::BadUrl(url.to_string())),
     }
 }
+
+/// Connections per replica: enough for the accept path and delivery to run side by side.
+const POSTGRES_POOL: usize = 16;
 
 /// Milliseconds since the Unix epoch, the store's unit of time.
 pub fn now_ms() -> i64 {

@@ -113,6 +113,8 @@ where
 /// A handle to the writer thread; cheap to share.
 pub struct SqliteStore {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// One process owns a SQLite store, so the shared throttle can live in memory.
+    throttled_until: std::sync::atomic::AtomicI64,
 }
 
 impl SqliteStore {
@@ -138,7 +140,10 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            throttled_until: std::sync::atomic::AtomicI64::new(0),
+        })
     }
 
     /// Runs `work` on the writer thread inside the next batch transaction; resolves after the
@@ -342,6 +347,18 @@ impl Store for SqliteStore {
 
     async fn prune(&self, before_ms: i64) -> Result<PruneReport, StoreError> {
         self.call(move |conn| ops::prune(conn, before_ms)).await
+    }
+
+    async fn throttled_until(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .throttled_until
+            .load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    async fn throttle(&self, until_ms: i64) -> Result<(), StoreError> {
+        self.throttled_until
+            .fetch_max(until_ms, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     async fn recover(&self) -> Result<u64, StoreError> {

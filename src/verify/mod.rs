@@ -347,11 +347,13 @@ impl Verifier {
 
     fn url_for(&self, request: &Request<'_>) -> Option<String> {
         let url = self.raw_url_for(request)?;
-        Some(if self.spec.scheme == Scheme::HubspotV3 {
-            hubspot_decode(&url)
-        } else {
-            url
-        })
+        Some(
+            if self.spec.scheme == Scheme::HubspotV3 && url.contains('%') {
+                hubspot_decode(&url)
+            } else {
+                url
+            },
+        )
     }
 
     fn raw_url_for(&self, request: &Request<'_>) -> Option<String> {

@@ -21,6 +21,8 @@ pub struct Bridge {
 pub struct Setup {
     pub mappings: PathBuf,
     pub store: PathBuf,
+    /// A store URL instead of the SQLite file `store` (PostgreSQL).
+    pub store_url: Option<String>,
     pub envs: Vec<(String, String)>,
     pub args: Vec<String>,
 }
@@ -30,6 +32,7 @@ impl Setup {
         Self {
             mappings: repo_path("mappings"),
             store: store_dir.join("bridge.db"),
+            store_url: None,
             envs: vec![
                 ("GREENFLASH_API_KEY".into(), API_KEY.into()),
                 ("GREENFLASH_API_URL".into(), standin.base_url.clone()),
@@ -60,6 +63,12 @@ impl Setup {
         self
     }
 
+    pub fn store_url(&self) -> String {
+        self.store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.store.display()))
+    }
+
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_greenflash-bridge"));
         cmd.env_clear()
@@ -77,7 +86,7 @@ impl Setup {
             .arg("--mappings")
             .arg(&self.mappings)
             .arg("--store")
-            .arg(format!("sqlite://{}", self.store.display()))
+            .arg(self.store_url())
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -128,7 +137,7 @@ impl Setup {
             .arg("--mappings")
             .arg(&self.mappings)
             .arg("--store")
-            .arg(format!("sqlite://{}", self.store.display()))
+            .arg(self.store_url())
             .args(&self.args);
         let out = cmd.output().expect("run greenflash-bridge");
         let text = String::from_utf8_lossy(&out.stderr).into_owned()

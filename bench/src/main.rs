@@ -1,0 +1,552 @@
+//! `loadtest`: the project's load benchmark (issue #6). One command:
+//!
+//! ```sh
+//! cargo build --release --workspace && target/release/loadtest
+//! ```
+//!
+//! It starts a fast Greenflash sink and a bare actix-web server (this binary, re-executed), then
+//! the release `greenflash-bridge` with a SQLite store on the real disk, and measures:
+//! saturation throughput of the bare baseline and of the bridge (signed ~3.4 KB Stripe webhooks,
+//! unique ids, durable acknowledgement), latency at a fixed rate, delivery throughput to the sink,
+//! the bridge's RSS, and its start-up time. Requests are pre-built and sent over keep-alive
+//! connections by a minimal HTTP/1.1 client, so the generator takes as little CPU as possible
+//! from the server it shares the machine with.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+const SECRET: &str = "whsec_loadtest_secret_0123456789";
+const PRODUCT_ID: &str = "7f3c2a10-5b8e-4d6f-9a1b-2c3d4e5f6a7b";
+
+struct Options {
+    bridge: PathBuf,
+    duration: Duration,
+    rate: u64,
+    connections: usize,
+    store_dir: PathBuf,
+    store_url: Option<String>,
+}
+
+fn options() -> Options {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut o = Options {
+        bridge: root.join("target/release/greenflash-bridge"),
+        duration: Duration::from_secs(10),
+        rate: 2000,
+        connections: 64,
+        store_dir: root.join("target/loadtest"),
+        store_url: None,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--bridge" => o.bridge = PathBuf::from(value),
+            "--duration" => o.duration = Duration::from_secs(value.parse().unwrap_or(10)),
+            "--rate" => o.rate = value.parse().unwrap_or(2000),
+            "--connections" => o.connections = value.parse().unwrap_or(64),
+            "--store" => o.store_url = Some(value),
+            other => {
+                eprintln!(
+                    "unknown option {other}; use --bridge PATH --duration SECS --rate N --connections N --store URL"
+                );
+                std::process::exit(2);
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("serve-baseline") => serve_baseline(),
+        Some("serve-sink") => serve_sink(),
+        _ => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(run(options()));
+        }
+    }
+}
+
+/// The bare baseline: read the body, answer 204.
+fn serve_baseline() {
+    actix_web::rt::System::new().block_on(async {
+        let server = actix_web::HttpServer::new(|| {
+            actix_web::App::new().route(
+                "/webhooks/{source}",
+                actix_web::web::post().to(|_body: actix_web::web::Bytes| async {
+                    actix_web::HttpResponse::NoContent().finish()
+                }),
+            )
+        })
+        .bind("127.0.0.1:0")
+        .expect("bind");
+        println!("{}", server.addrs()[0]);
+        server.run().await.expect("baseline server");
+    });
+}
+
+/// A Greenflash that accepts everything and counts, reachable at `GET /count`.
+fn serve_sink() {
+    actix_web::rt::System::new().block_on(async {
+        let count = actix_web::web::Data::new(AtomicU64::new(0));
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(count.clone())
+                .route(
+                    "/api/v1/events",
+                    actix_web::web::post().to(|_b: actix_web::web::Bytes, c: actix_web::web::Data<AtomicU64>| async move {
+                        c.fetch_add(1, Ordering::Relaxed);
+                        actix_web::HttpResponse::Ok().body(r#"{"success":true,"eventId":"00000000-0000-0000-0000-000000000000"}"#)
+                    }),
+                )
+                .route(
+                    "/count",
+                    actix_web::web::get().to(|c: actix_web::web::Data<AtomicU64>| async move {
+                        actix_web::HttpResponse::Ok().body(c.load(Ordering::Relaxed).to_string())
+                    }),
+                )
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .expect("bind");
+        println!("{}", server.addrs()[0]);
+        server.run().await.expect("sink server");
+    });
+}
+
+/// Starts this binary in a helper mode and reads the address it prints.
+async fn helper(mode: &str) -> (Child, String) {
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = Command::new(exe)
+        .arg(mode)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn helper");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    (child, String::from_utf8_lossy(&line).trim().to_string())
+}
+
+async fn start_bridge(o: &Options, sink: &str) -> (Child, String, Duration) {
+    let _ = std::fs::remove_dir_all(&o.store_dir);
+    std::fs::create_dir_all(&o.store_dir).expect("store dir");
+    let store = o
+        .store_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", o.store_dir.join("bridge.db").display()));
+    let mappings = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mappings");
+    let started = Instant::now();
+    let mut child = Command::new(&o.bridge)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &store,
+            "--mappings",
+        ])
+        .arg(&mappings)
+        .env("GREENFLASH_API_KEY", "loadtest")
+        .env("GREENFLASH_API_URL", format!("http://{sink}/api/v1"))
+        .env("GREENFLASH_PRODUCT_ID", PRODUCT_ID)
+        .env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .env("RUST_LOG", "warn,greenflash_bridge::app=info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (run `cargo build --release` first)",
+                o.bridge.display()
+            )
+        });
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    let addr = loop {
+        let n = stderr.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            panic!("bridge exited: {text}");
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(i) = text.find("Listening on http://") {
+            break text[i + 20..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
+        }
+    };
+    let ready_in = started.elapsed();
+    // Keep draining the log so the bridge never blocks on a full pipe.
+    tokio::spawn(async move { while stderr.read(&mut buf).await.is_ok_and(|n| n > 0) {} });
+    (child, addr, ready_in)
+}
+
+/// Pre-built requests: unique event ids, each signed the way Stripe signs.
+fn build_requests(count: usize, addr: &str) -> Vec<Vec<u8>> {
+    let template: serde_json::Value = serde_json::from_slice(include_bytes!(
+        "../../tests/fixtures/stripe/invoice.paid.json"
+    ))
+    .expect("fixture");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let run = now % 1_000_000;
+    (0..count)
+        .map(|i| {
+            let mut doc = template.clone();
+            doc["id"] = serde_json::Value::String(format!("evt_load_{run}_{i:09}"));
+            let body = serde_json::to_vec_pretty(&doc).expect("json");
+            let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+            mac.update(format!("{now}.").as_bytes());
+            mac.update(&body);
+            let sig = hex::encode(mac.finalize().into_bytes());
+            let mut req = format!(
+                "POST /webhooks/stripe HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nStripe-Signature: t={now},v1={sig}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            req.extend_from_slice(&body);
+            req
+        })
+        .collect()
+}
+
+/// Sends one request on a keep-alive connection and reads the whole response; the status.
+async fn roundtrip(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<u16> {
+    stream.write_all(request).await?;
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            return Ok(status);
+        }
+    }
+}
+
+struct Outcome {
+    sent: usize,
+    ok: usize,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+/// Closed loop: `connections` connections send back to back until the time or requests run out.
+async fn saturate(
+    addr: &str,
+    requests: Arc<Vec<Vec<u8>>>,
+    connections: usize,
+    duration: Duration,
+) -> Outcome {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (addr, requests, next) = (addr.to_string(), requests.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3).expect("histogram");
+            let mut ok = 0;
+            let mut sent = 0;
+            let Ok(mut stream) = TcpStream::connect(&addr).await else {
+                return (sent, ok, h);
+            };
+            let _ = stream.set_nodelay(true);
+            let mut buf = Vec::with_capacity(1024);
+            while started.elapsed() < duration {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(request) = requests.get(i) else {
+                    break;
+                };
+                let t = Instant::now();
+                sent += 1;
+                match roundtrip(&mut stream, request, &mut buf).await {
+                    Ok(status) if (200..300).contains(&status) => {
+                        ok += 1;
+                        let _ = h.record(t.elapsed().as_micros() as u64);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            (sent, ok, h)
+        }));
+    }
+    let mut outcome = Outcome {
+        sent: 0,
+        ok: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new(3).expect("histogram"),
+    };
+    for t in tasks {
+        if let Ok((sent, ok, h)) = t.await {
+            outcome.sent += sent;
+            outcome.ok += ok;
+            let _ = outcome.latency.add(&h);
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    outcome
+}
+
+/// Open loop at a fixed rate; latency counts from the scheduled send time, so a stall shows up
+/// in the percentiles instead of silently lowering the rate (no coordinated omission).
+async fn fixed_rate(
+    addr: &str,
+    requests: Arc<Vec<Vec<u8>>>,
+    rate: u64,
+    duration: Duration,
+) -> Outcome {
+    let connections = 32usize;
+    let total = ((rate as f64) * duration.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (addr, requests) = (addr.to_string(), requests.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3).expect("histogram");
+            let (mut sent, mut ok) = (0, 0);
+            let Ok(mut stream) = TcpStream::connect(&addr).await else {
+                return (sent, ok, h);
+            };
+            let _ = stream.set_nodelay(true);
+            let mut buf = Vec::with_capacity(1024);
+            let offset = interval.mul_f64(c as f64 / connections as f64);
+            let mut k = 0usize;
+            loop {
+                let i = k * connections + c;
+                if i >= total {
+                    break;
+                }
+                let Some(request) = requests.get(i) else {
+                    break;
+                };
+                let scheduled = start + offset + interval * k as u32;
+                tokio::time::sleep_until(scheduled.into()).await;
+                sent += 1;
+                if let Ok(status) = roundtrip(&mut stream, request, &mut buf).await
+                    && (200..300).contains(&status)
+                {
+                    ok += 1;
+                    let _ = h.record(scheduled.elapsed().as_micros() as u64);
+                }
+                k += 1;
+            }
+            (sent, ok, h)
+        }));
+    }
+    let mut outcome = Outcome {
+        sent: 0,
+        ok: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new(3).expect("histogram"),
+    };
+    for t in tasks {
+        if let Ok((sent, ok, h)) = t.await {
+            outcome.sent += sent;
+            outcome.ok += ok;
+            let _ = outcome.latency.add(&h);
+        }
+    }
+    outcome.elapsed = start.elapsed();
+    outcome
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Samples the bridge's RSS every 100 ms until stopped; returns the peak.
+fn watch_rss(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let peak = Arc::new(AtomicU64::new(0));
+    let p = peak.clone();
+    let handle = tokio::spawn(async move {
+        loop {
+            let kb = (rss_mb(pid) * 1024.0) as u64;
+            p.fetch_max(kb, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (peak, handle)
+}
+
+async fn sink_count(sink: &str) -> u64 {
+    let Ok(mut s) = TcpStream::connect(sink).await else {
+        return 0;
+    };
+    let mut buf = Vec::new();
+    let req = format!("GET /count HTTP/1.1\r\nHost: {sink}\r\n\r\n");
+    if roundtrip(&mut s, req.as_bytes(), &mut buf).await.is_err() {
+        return 0;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.rsplit("\r\n\r\n")
+        .next()
+        .and_then(|b| b.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn line(name: &str, o: &Outcome) {
+    let rps = o.ok as f64 / o.elapsed.as_secs_f64();
+    let q = |p: f64| o.latency.value_at_quantile(p) as f64 / 1000.0;
+    println!(
+        "{name:<34} {rps:>9.0}/s  ok {:>7}/{:<7}  p50 {:>7.2} ms  p90 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms",
+        o.ok,
+        o.sent,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        o.latency.max() as f64 / 1000.0
+    );
+}
+
+async fn run(o: Options) {
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    println!(
+        "duration {} s per phase, {} connections at saturation, fixed rate {}/s\n",
+        o.duration.as_secs(),
+        o.connections,
+        o.rate
+    );
+    let (_sink_child, sink) = helper("serve-sink").await;
+    let (baseline_child, baseline) = helper("serve-baseline").await;
+
+    let pool = 30_000 * o.duration.as_secs() as usize;
+    let requests = Arc::new(build_requests(pool, "127.0.0.1"));
+    let size = requests[0].len();
+    println!("pre-built {pool} signed webhooks of {size} bytes (request with headers)\n");
+
+    let base = saturate(&baseline, requests.clone(), o.connections, o.duration).await;
+    line("bare actix-web, saturation", &base);
+    drop(baseline_child);
+
+    let (bridge, addr, ready_in) = start_bridge(&o, &sink).await;
+    let pid = bridge.id().unwrap_or(0);
+    println!(
+        "bridge ready to accept in {:.0} ms",
+        ready_in.as_secs_f64() * 1000.0
+    );
+    let (peak, rss_task) = watch_rss(pid);
+    let sat = saturate(&addr, requests.clone(), o.connections, o.duration).await;
+    line("bridge, saturation (durable acks)", &sat);
+    let ratio =
+        (sat.ok as f64 / sat.elapsed.as_secs_f64()) / (base.ok as f64 / base.elapsed.as_secs_f64());
+    println!("{:<34} {:>8.1}% of the bare baseline", "", ratio * 100.0);
+
+    // Delivery: how fast the backlog from the saturation run drains to the sink.
+    let accepted = sat.ok as u64;
+    let t = Instant::now();
+    let before = sink_count(&sink).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut delivered = before;
+    while delivered < accepted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        delivered = sink_count(&sink).await;
+    }
+    let drain = t.elapsed().as_secs_f64();
+    println!(
+        "{:<34} {:>9.0}/s  ({} of {} accepted events delivered; {} during intake)",
+        "delivery to the sink",
+        (delivered - before) as f64 / drain,
+        delivered,
+        accepted,
+        before
+    );
+
+    let rest = Arc::new(requests[sat.sent.min(requests.len())..].to_vec());
+    let fixed = fixed_rate(&addr, rest, o.rate, o.duration).await;
+    line(&format!("bridge, fixed {}/s", o.rate), &fixed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let total_delivered = sink_count(&sink).await;
+    println!(
+        "{:<34} {} accepted in total, {} delivered, backlog {}",
+        "queue after the fixed-rate run",
+        accepted + fixed.ok as u64,
+        total_delivered,
+        (accepted + fixed.ok as u64).saturating_sub(total_delivered)
+    );
+    rss_task.abort();
+    println!(
+        "{:<34} {:>8.1} MB peak RSS of the bridge",
+        "",
+        peak.load(Ordering::Relaxed) as f64 / 1024.0
+    );
+    drop(bridge);
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default()
+}

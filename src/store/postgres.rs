@@ -1,0 +1,562 @@
+//! PostgreSQL engine, for several bridge replicas sharing one database.
+//!
+//! Same contract as SQLite: a webhook and its events in one transaction; dedupe by the primary
+//! key on (source, event_id), so two replicas receiving the same redelivery at once store it
+//! once (`ON CONFLICT DO NOTHING` waits for the other transaction, then sees its row); leases
+//! taken with `FOR UPDATE SKIP LOCKED` in one autocommit statement, so no row lock is held
+//! across the HTTP call, and a replica that dies leaves its leases to expire. Concurrent commits
+//! share WAL flushes (PostgreSQL's own group commit), so no batching thread is needed here.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{
+    Acceptance, Completion, DeadLetter, DeadSelector, Leased, NewWebhook, PruneReport, QueueStats,
+    ReplayQuery, ReplayUpdate, Store, StoreError, StoredEmission, StoredEvent, StoredWebhook,
+    now_ms,
+};
+
+/// Versioned migrations, applied in order under an advisory lock so replicas starting at once
+/// do not race. Never edit a released step; add a new one.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "
+CREATE TABLE webhooks (
+    id          BIGSERIAL PRIMARY KEY,
+    source      TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    headers     TEXT NOT NULL,
+    body        BYTEA NOT NULL
+);
+CREATE INDEX webhooks_received ON webhooks (source, received_at);
+CREATE TABLE provider_events (
+    source      TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    webhook_id  BIGINT NOT NULL REFERENCES webhooks (id),
+    status      TEXT NOT NULL,
+    detail      TEXT,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (source, event_id)
+);
+CREATE INDEX provider_events_webhook ON provider_events (webhook_id);
+CREATE TABLE outbox (
+    id              BIGSERIAL PRIMARY KEY,
+    source          TEXT NOT NULL,
+    event_id        TEXT NOT NULL,
+    rule            TEXT NOT NULL,
+    insert_id       TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_owner     TEXT,
+    lease_until     BIGINT,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL,
+    request_id      TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX outbox_event ON outbox (source, event_id);
+CREATE INDEX outbox_state ON outbox (state, updated_at);
+CREATE TABLE delivery_throttle (
+    id         INTEGER PRIMARY KEY,
+    not_before BIGINT NOT NULL
+);
+INSERT INTO delivery_throttle (id, not_before) VALUES (1, 0);
+",
+)];
+
+/// An arbitrary constant naming the migration lock.
+const MIGRATION_LOCK: i64 = 0x6772_6565_6e66;
+
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+fn pool_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("PostgreSQL connection pool: {e}"))
+}
+
+impl PostgresStore {
+    /// Connects (a pool of `max_connections`) and applies pending migrations.
+    pub async fn open(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        let store = Self::connect(url, max_connections)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects lazily, without touching the schema.
+    pub fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse()?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .build()
+            .map_err(pool_error)?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations; safe when several replicas start at once.
+    pub async fn migrate(&self) -> Result<Vec<i32>, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        // "relation already exists, skipping" is expected on every start but the first.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let current: Option<i32> = tx
+            .query_one("SELECT MAX(version) FROM schema_migrations", &[])
+            .await?
+            .get(0);
+        let mut applied = Vec::new();
+        for (version, sql) in MIGRATIONS {
+            if current.is_some_and(|c| c >= *version) {
+                continue;
+            }
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await?;
+            applied.push(*version);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+fn dead_letter(r: &tokio_postgres::Row) -> DeadLetter {
+    DeadLetter {
+        id: r.get(0),
+        source: r.get(1),
+        event_id: r.get(2),
+        rule: r.get(3),
+        insert_id: r.get(4),
+        state: r.get(5),
+        attempts: r.get::<_, i32>(6) as u32,
+        last_status: r.get::<_, Option<i32>>(7).map(|s| s as u16),
+        last_error: r.get(8),
+        created_at_ms: r.get(9),
+        updated_at_ms: r.get(10),
+        payload: r.get(11),
+    }
+}
+
+const OUTBOX_COLUMNS: &str = "id, source, event_id, rule, insert_id, state, attempts, last_status, last_error, created_at, updated_at, payload";
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn accept(&self, webhook: NewWebhook) -> Result<Acceptance, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let webhook_id: i64 = tx
+            .query_one(
+                "INSERT INTO webhooks (source, request_id, received_at, headers, body) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &[&webhook.source, &webhook.request_id, &webhook.received_at_ms, &webhook.headers_json, &webhook.body.as_ref()],
+            )
+            .await?
+            .get(0);
+        let insert_event = tx
+            .prepare_cached(
+                "INSERT INTO provider_events (source, event_id, event_type, webhook_id, status, detail, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING event_id",
+            )
+            .await?;
+        let insert_outbox = tx
+            .prepare_cached(
+                "INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at, updated_at, request_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7)",
+            )
+            .await?;
+        let mut duplicates = Vec::with_capacity(webhook.events.len());
+        for event in &webhook.events {
+            let inserted = tx
+                .query_opt(
+                    &insert_event,
+                    &[
+                        &webhook.source,
+                        &event.event_id,
+                        &event.event_type,
+                        &webhook_id,
+                        &event.status,
+                        &event.detail,
+                        &webhook.received_at_ms,
+                    ],
+                )
+                .await?;
+            duplicates.push(inserted.is_none());
+            if inserted.is_none() {
+                continue;
+            }
+            for out in &event.outbox {
+                tx.execute(
+                    &insert_outbox,
+                    &[
+                        &webhook.source,
+                        &event.event_id,
+                        &out.rule,
+                        &out.insert_id,
+                        &out.payload,
+                        &webhook.received_at_ms,
+                        &webhook.request_id,
+                    ],
+                )
+                .await?;
+            }
+        }
+        let acceptance = Acceptance { duplicates };
+        if acceptance.stored_new() {
+            tx.commit().await?;
+        } else {
+            // Nothing new: keep no copy of a redelivered body.
+            tx.rollback().await?;
+        }
+        Ok(acceptance)
+    }
+
+    async fn lease(
+        &self,
+        owner: &str,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Leased>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "WITH due AS (
+                     SELECT id FROM outbox
+                     WHERE state = 'pending' AND next_attempt_at <= $3
+                       AND (lease_until IS NULL OR lease_until < $3)
+                     ORDER BY next_attempt_at, id LIMIT $4
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE outbox o SET lease_owner = $1, lease_until = $2 FROM due WHERE o.id = due.id
+                 RETURNING o.id, o.source, o.insert_id, o.payload, o.attempts, o.created_at, o.request_id",
+            )
+            .await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&owner, &(now_ms + lease_ms), &now_ms, &(limit as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Leased {
+                id: r.get(0),
+                source: r.get(1),
+                insert_id: r.get(2),
+                payload: r.get(3),
+                attempts: r.get::<_, i32>(4) as u32,
+                created_at_ms: r.get(5),
+                request_id: r.get(6),
+            })
+            .collect())
+    }
+
+    async fn complete(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        done: Vec<Completion>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        for completion in done {
+            // `lease_owner = $2` fences a worker whose lease expired and was taken over.
+            match completion {
+                Completion::Delivered { id, status } => {
+                    client
+                        .execute(
+                            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, last_status = $3, last_error = NULL,
+                             lease_owner = NULL, lease_until = NULL, updated_at = $4 WHERE id = $1 AND lease_owner = $2",
+                            &[&id, &owner, &i32::from(status), &now_ms],
+                        )
+                        .await?
+                }
+                Completion::Retry { id, next_attempt_ms, status, error, counts } => {
+                    client
+                        .execute(
+                            "UPDATE outbox SET attempts = attempts + $7, next_attempt_at = $3, last_status = $4, last_error = $5,
+                             lease_owner = NULL, lease_until = NULL, updated_at = $6 WHERE id = $1 AND lease_owner = $2",
+                            &[&id, &owner, &next_attempt_ms, &status.map(i32::from), &error, &now_ms, &i32::from(counts)],
+                        )
+                        .await?
+                }
+                Completion::Dead { id, status, error } => {
+                    client
+                        .execute(
+                            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_status = $3, last_error = $4,
+                             lease_owner = NULL, lease_until = NULL, updated_at = $5 WHERE id = $1 AND lease_owner = $2",
+                            &[&id, &owner, &status.map(i32::from), &error, &now_ms],
+                        )
+                        .await?
+                }
+                Completion::Skipped { id } => {
+                    client
+                        .execute(
+                            "UPDATE outbox SET state = 'dry_run', lease_owner = NULL, lease_until = NULL, updated_at = $3
+                             WHERE id = $1 AND lease_owner = $2",
+                            &[&id, &owner, &now_ms],
+                        )
+                        .await?
+                }
+            };
+        }
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM outbox WHERE state = 'pending'",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT COUNT(*) FILTER (WHERE state = 'pending'), MIN(created_at) FILTER (WHERE state = 'pending'),
+                        COUNT(*) FILTER (WHERE state = 'dead') FROM outbox",
+                &[],
+            )
+            .await?;
+        Ok(QueueStats {
+            pending: row.get::<_, i64>(0) as u64,
+            oldest_pending_ms: row.get(1),
+            dead: row.get::<_, i64>(2) as u64,
+        })
+    }
+
+    async fn recover(&self) -> Result<u64, StoreError> {
+        // Other replicas may hold live leases; expired ones are taken over by `lease` anyway.
+        Ok(0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT 1 FROM delivery_throttle WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?;
+        tx.rollback().await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, source: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'dead' AND ($1::TEXT IS NULL OR source = $1)
+                     ORDER BY updated_at DESC, id DESC"
+                ),
+                &[&source],
+            )
+            .await?;
+        Ok(rows.iter().map(dead_letter).collect())
+    }
+
+    async fn outbox_event(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        Ok(row.as_ref().map(dead_letter))
+    }
+
+    async fn retry_dead(&self, which: DeadSelector) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let now = now_ms();
+        let set = "UPDATE outbox SET state = 'pending', next_attempt_at = $1, attempts = 0, created_at = $1, updated_at = $1,
+                   lease_owner = NULL, lease_until = NULL WHERE state = 'dead'";
+        let n = match which {
+            DeadSelector::All => client.execute(set, &[&now]).await?,
+            DeadSelector::Source(source) => {
+                client
+                    .execute(&format!("{set} AND source = $2"), &[&now, &source])
+                    .await?
+            }
+            DeadSelector::Ids(ids) => {
+                client
+                    .execute(&format!("{set} AND id = ANY($2)"), &[&now, &ids])
+                    .await?
+            }
+        };
+        Ok(n)
+    }
+
+    async fn drop_dead(&self, ids: &[i64]) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let ids = ids.to_vec();
+        Ok(client
+            .execute(
+                "UPDATE outbox SET state = 'dropped', updated_at = $2 WHERE state = 'dead' AND id = ANY($1)",
+                &[&ids, &now_ms()],
+            )
+            .await?)
+    }
+
+    async fn stored_webhooks(&self, query: ReplayQuery) -> Result<Vec<StoredWebhook>, StoreError> {
+        let client = self.client().await?;
+        let webhooks = client
+            .query(
+                "SELECT id, received_at, headers, body FROM webhooks
+                 WHERE source = $1 AND ($2::BIGINT IS NULL OR received_at >= $2) AND ($3::BIGINT IS NULL OR received_at < $3)
+                 ORDER BY received_at, id",
+                &[&query.source, &query.since_ms, &query.until_ms],
+            )
+            .await?;
+        let mut out = Vec::new();
+        for w in webhooks {
+            let id: i64 = w.get(0);
+            let mut events = Vec::new();
+            for e in client
+                .query("SELECT event_id, status FROM provider_events WHERE webhook_id = $1 ORDER BY event_id", &[&id])
+                .await?
+            {
+                let (event_id, status): (String, String) = (e.get(0), e.get(1));
+                if !query.statuses.is_empty() && !query.statuses.contains(&status) {
+                    continue;
+                }
+                let emitted = client
+                    .query(
+                        "SELECT rule, insert_id, payload FROM outbox WHERE source = $1 AND event_id = $2 ORDER BY id",
+                        &[&query.source, &event_id],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| StoredEmission { rule: r.get(0), insert_id: r.get(1), payload: r.get(2) })
+                    .collect();
+                events.push(StoredEvent { event_id, status, emitted });
+            }
+            if !events.is_empty() {
+                out.push(StoredWebhook {
+                    id,
+                    received_at_ms: w.get(1),
+                    headers_json: w.get(2),
+                    body: Bytes::from(w.get::<_, Vec<u8>>(3)),
+                    events,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_replay(
+        &self,
+        source: &str,
+        updates: Vec<ReplayUpdate>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let now = now_ms();
+        for update in updates {
+            tx.execute(
+                "UPDATE provider_events SET status = $3, detail = $4 WHERE source = $1 AND event_id = $2",
+                &[&source, &update.event_id, &update.status, &update.detail],
+            )
+            .await?;
+            let request_id: String = tx
+                .query_opt(
+                    "SELECT w.request_id FROM provider_events p JOIN webhooks w ON w.id = p.webhook_id
+                     WHERE p.source = $1 AND p.event_id = $2",
+                    &[&source, &update.event_id],
+                )
+                .await?
+                .map(|r| r.get(0))
+                .unwrap_or_default();
+            for out in &update.outbox {
+                tx.execute(
+                    "INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at, updated_at, request_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7)",
+                    &[&source, &update.event_id, &out.rule, &out.insert_id, &out.payload, &now, &request_id],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<PruneReport, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let outbox_events = tx
+            .execute(
+                "DELETE FROM outbox WHERE state IN ('delivered', 'dry_run', 'dropped') AND updated_at < $1",
+                &[&before_ms],
+            )
+            .await?;
+        let provider_events = tx
+            .execute(
+                "DELETE FROM provider_events p WHERE p.received_at < $1 AND p.status IN ('mapped', 'ignored')
+                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.source = p.source AND o.event_id = p.event_id)",
+                &[&before_ms],
+            )
+            .await?;
+        let webhooks = tx
+            .execute(
+                "DELETE FROM webhooks w WHERE w.received_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM provider_events p WHERE p.webhook_id = w.id)",
+                &[&before_ms],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(PruneReport {
+            outbox_events,
+            provider_events,
+            webhooks,
+        })
+    }
+
+    async fn throttled_until(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one("SELECT not_before FROM delivery_throttle WHERE id = 1", &[])
+            .await?
+            .get(0))
+    }
+
+    async fn throttle(&self, until_ms: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE delivery_throttle SET not_before = GREATEST(not_before, $1) WHERE id = 1",
+                &[&until_ms],
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,384 @@
+//! The store contract, one suite run against both engines: SQLite (a temp file) and PostgreSQL
+//! (a fresh database; see support/postgres.rs).
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use greenflash_bridge::store::{
+    self, Completion, DeadSelector, NewOutboxEvent, NewProviderEvent, NewWebhook, ReplayQuery,
+    ReplayUpdate, Store,
+};
+
+const NOW: i64 = 1_773_072_671_000;
+const LEASE: i64 = 60_000;
+
+fn webhook(source: &str, ids: &[&str]) -> NewWebhook {
+    NewWebhook {
+        source: source.into(),
+        request_id: "req-1".into(),
+        received_at_ms: NOW,
+        headers_json: "{}".into(),
+        body: Bytes::from_static(br#"{"id":"x"}"#),
+        events: ids
+            .iter()
+            .map(|id| NewProviderEvent {
+                event_id: id.to_string(),
+                event_type: "invoice.paid".into(),
+                status: "mapped",
+                detail: None,
+                outbox: vec![NewOutboxEvent {
+                    rule: "paid".into(),
+                    insert_id: format!("{source}:{id}:paid"),
+                    payload: format!(r#"{{"eventType":"paid","insertId":"{source}:{id}:paid"}}"#),
+                }],
+            })
+            .collect(),
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = greenflash_bridge::store::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.unwrap();
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(url) = crate::support::postgres::fresh_database().await else { return };
+                    let store = greenflash_bridge::store::open(&url).await.unwrap();
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    accepts_once_and_reports_redeliveries_as_duplicates,
+    concurrent_redeliveries_are_stored_once,
+    each_due_event_is_leased_to_one_owner_until_its_lease_expires,
+    a_stale_owner_cannot_complete_an_event_taken_over,
+    retries_wait_until_due_and_throttling_does_not_count,
+    dead_letters_are_listed_retried_and_dropped,
+    replay_sees_stored_webhooks_and_records_new_events,
+    pruning_keeps_pending_and_dead_events,
+    the_throttle_only_grows,
+    the_store_reports_queue_stats_and_answers_pings,
+);
+
+async fn accepts_once_and_reports_redeliveries_as_duplicates(store: Arc<dyn Store>) {
+    let first = store
+        .accept(webhook("stripe", &["evt_1", "evt_2"]))
+        .await
+        .unwrap();
+    assert_eq!(first.duplicates, vec![false, false]);
+    let again = store
+        .accept(webhook("stripe", &["evt_1", "evt_2"]))
+        .await
+        .unwrap();
+    assert_eq!(again.duplicates, vec![true, true]);
+    assert!(!again.stored_new());
+    let mixed = store
+        .accept(webhook("stripe", &["evt_2", "evt_3"]))
+        .await
+        .unwrap();
+    assert_eq!(mixed.duplicates, vec![true, false]);
+    // Identity is per source.
+    let other = store.accept(webhook("paddle", &["evt_1"])).await.unwrap();
+    assert_eq!(other.duplicates, vec![false]);
+    let leased = store.lease("w", 100, NOW, LEASE).await.unwrap();
+    assert_eq!(leased.len(), 4, "one outbox event per new provider event");
+}
+
+async fn concurrent_redeliveries_are_stored_once(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .accept(webhook("stripe", &["evt_race"]))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut new = 0;
+    for t in tasks {
+        if t.await.unwrap().stored_new() {
+            new += 1;
+        }
+    }
+    assert_eq!(new, 1);
+    assert_eq!(store.lease("w", 100, NOW, LEASE).await.unwrap().len(), 1);
+}
+
+async fn each_due_event_is_leased_to_one_owner_until_its_lease_expires(store: Arc<dyn Store>) {
+    store
+        .accept(webhook("stripe", &["a", "b", "c"]))
+        .await
+        .unwrap();
+    let first = store.lease("A", 2, NOW, LEASE).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let second = store.lease("B", 10, NOW, LEASE).await.unwrap();
+    assert_eq!(second.len(), 1, "only what A does not hold");
+    assert!(
+        store
+            .lease("B", 10, NOW + 1, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after_expiry = store.lease("B", 10, NOW + LEASE + 1, LEASE).await.unwrap();
+    assert_eq!(after_expiry.len(), 3, "expired leases are taken over");
+    assert_eq!(first[0].request_id, "req-1");
+}
+
+async fn a_stale_owner_cannot_complete_an_event_taken_over(store: Arc<dyn Store>) {
+    store.accept(webhook("stripe", &["a"])).await.unwrap();
+    let a = store.lease("A", 1, NOW, LEASE).await.unwrap();
+    let b = store.lease("B", 1, NOW + LEASE + 1, LEASE).await.unwrap();
+    assert_eq!(a[0].id, b[0].id);
+    store
+        .complete(
+            "A",
+            NOW,
+            vec![Completion::Dead {
+                id: a[0].id,
+                status: Some(400),
+                error: "late".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outbox_event(a[0].id).await.unwrap().unwrap().state,
+        "pending",
+        "A no longer holds it"
+    );
+    store
+        .complete(
+            "B",
+            NOW,
+            vec![Completion::Delivered {
+                id: b[0].id,
+                status: 200,
+            }],
+        )
+        .await
+        .unwrap();
+    let event = store.outbox_event(b[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (event.state.as_str(), event.attempts, event.last_status),
+        ("delivered", 1, Some(200))
+    );
+}
+
+async fn retries_wait_until_due_and_throttling_does_not_count(store: Arc<dyn Store>) {
+    store.accept(webhook("stripe", &["a"])).await.unwrap();
+    let e = store.lease("A", 1, NOW, LEASE).await.unwrap().remove(0);
+    let retry = |at: i64, counts: bool| Completion::Retry {
+        id: e.id,
+        next_attempt_ms: at,
+        status: Some(503),
+        error: "busy".into(),
+        counts,
+    };
+    store
+        .complete("A", NOW, vec![retry(NOW + 5_000, true)])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .lease("A", 1, NOW + 4_999, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_due().await.unwrap(), Some(NOW + 5_000));
+    let again = store.lease("A", 1, NOW + 5_000, LEASE).await.unwrap();
+    assert_eq!(again[0].attempts, 1);
+    store
+        .complete("A", NOW, vec![retry(NOW + 6_000, false)])
+        .await
+        .unwrap();
+    let third = store.lease("A", 1, NOW + 6_000, LEASE).await.unwrap();
+    assert_eq!(third[0].attempts, 1, "a throttled attempt is not counted");
+}
+
+async fn dead_letters_are_listed_retried_and_dropped(store: Arc<dyn Store>) {
+    store.accept(webhook("stripe", &["a", "b"])).await.unwrap();
+    store.accept(webhook("paddle", &["c"])).await.unwrap();
+    let leased = store.lease("A", 10, NOW, LEASE).await.unwrap();
+    let dead = leased
+        .iter()
+        .map(|e| Completion::Dead {
+            id: e.id,
+            status: Some(422),
+            error: "HTTP 422: no".into(),
+        })
+        .collect();
+    store.complete("A", NOW, dead).await.unwrap();
+    assert_eq!(store.dead_letters(None).await.unwrap().len(), 3);
+    let stripe = store.dead_letters(Some("stripe")).await.unwrap();
+    assert_eq!(stripe.len(), 2);
+    assert_eq!(stripe[0].last_status, Some(422));
+    assert_eq!(
+        store
+            .retry_dead(DeadSelector::Source("paddle".into()))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.drop_dead(&[stripe[0].id]).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .retry_dead(DeadSelector::Ids(vec![stripe[1].id]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.dead_letters(None).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .outbox_event(stripe[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "dropped"
+    );
+    let requeued = store
+        .lease("B", 10, greenflash_bridge::store::now_ms(), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(requeued.len(), 2);
+    assert!(requeued.iter().all(|e| e.attempts == 0));
+}
+
+async fn replay_sees_stored_webhooks_and_records_new_events(store: Arc<dyn Store>) {
+    store.accept(webhook("stripe", &["a"])).await.unwrap();
+    let query = ReplayQuery {
+        source: "stripe".into(),
+        since_ms: Some(NOW - 1),
+        until_ms: Some(NOW + 1),
+        statuses: vec![],
+    };
+    let stored = store.stored_webhooks(query.clone()).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].body.as_ref(), br#"{"id":"x"}"#);
+    assert_eq!(stored[0].events[0].emitted[0].insert_id, "stripe:a:paid");
+    let none = ReplayQuery {
+        statuses: vec!["mapping_failed".into()],
+        ..query.clone()
+    };
+    assert!(store.stored_webhooks(none).await.unwrap().is_empty());
+    let later = ReplayQuery {
+        since_ms: Some(NOW + 1),
+        ..query.clone()
+    };
+    assert!(store.stored_webhooks(later).await.unwrap().is_empty());
+    store
+        .record_replay(
+            "stripe",
+            vec![ReplayUpdate {
+                event_id: "a".into(),
+                status: "mapped",
+                detail: None,
+                outbox: vec![NewOutboxEvent {
+                    rule: "paid".into(),
+                    insert_id: "stripe:a:paid~1".into(),
+                    payload: "{}".into(),
+                }],
+            }],
+        )
+        .await
+        .unwrap();
+    let stored = store.stored_webhooks(query).await.unwrap();
+    assert_eq!(stored[0].events[0].emitted.len(), 2);
+}
+
+async fn pruning_keeps_pending_and_dead_events(store: Arc<dyn Store>) {
+    store
+        .accept(webhook("stripe", &["done", "dead", "waiting"]))
+        .await
+        .unwrap();
+    let leased = store.lease("A", 10, NOW, LEASE).await.unwrap();
+    let by_event = |suffix: &str| {
+        leased
+            .iter()
+            .find(|e| e.insert_id.contains(suffix))
+            .unwrap()
+            .id
+    };
+    store
+        .complete(
+            "A",
+            NOW,
+            vec![
+                Completion::Delivered {
+                    id: by_event(":done:"),
+                    status: 200,
+                },
+                Completion::Dead {
+                    id: by_event(":dead:"),
+                    status: Some(400),
+                    error: "no".into(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let report = store.prune(NOW + 1).await.unwrap();
+    assert_eq!(
+        (
+            report.outbox_events,
+            report.provider_events,
+            report.webhooks
+        ),
+        (1, 1, 0),
+        "the body is still needed"
+    );
+    assert_eq!(store.dead_letters(None).await.unwrap().len(), 1);
+    assert!(
+        store
+            .accept(webhook("stripe", &["done"]))
+            .await
+            .unwrap()
+            .stored_new(),
+        "the pruned identity is gone"
+    );
+    assert!(
+        !store
+            .accept(webhook("stripe", &["waiting"]))
+            .await
+            .unwrap()
+            .stored_new(),
+        "a pending one is kept"
+    );
+}
+
+async fn the_throttle_only_grows(store: Arc<dyn Store>) {
+    store.throttle(NOW + 4_000).await.unwrap();
+    store.throttle(NOW + 1_000).await.unwrap();
+    assert_eq!(store.throttled_until().await.unwrap(), NOW + 4_000);
+}
+
+async fn the_store_reports_queue_stats_and_answers_pings(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    store.accept(webhook("stripe", &["a", "b"])).await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.oldest_pending_ms, stats.dead),
+        (2, Some(NOW), 0)
+    );
+    let _ = store::now_ms();
+}
