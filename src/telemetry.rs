@@ -93,3 +93,9 @@ pub fn mappings_version(previous: &str, live: &str) {
     }
     gauge!("bridge_mappings_version_info", "version" => live.to_string()).set(1.0);
 }
+
+/// One group commit of the SQLite writer: how many operations shared it and how long it took.
+pub fn store_batch(jobs: usize, took: Duration) {
+    histogram!("bridge_store_batch_jobs").record(jobs as f64);
+    histogram!("bridge_store_commit_seconds").record(took.as_secs_f64());
+}

@@ -224,7 +224,7 @@ fn build_requests(count: usize, addr: &str) -> Vec<Vec<u8>> {
         .map(|i| {
             let mut doc = template.clone();
             doc["id"] = serde_json::Value::String(format!("evt_load_{run}_{i:09}"));
-            let body = serde_json::to_vec_pretty(&doc).expect("json");
+            let body = serde_json::to_vec(&doc).expect("json");
             let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
             mac.update(format!("{now}.").as_bytes());
             mac.update(&body);
@@ -407,6 +407,18 @@ async fn fixed_rate(
     outcome
 }
 
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit(')').next()?.split_whitespace().collect::<Vec<_>>();
+            Some((rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
 fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -493,8 +505,16 @@ async fn run(o: Options) {
         ready_in.as_secs_f64() * 1000.0
     );
     let (peak, rss_task) = watch_rss(pid);
+    let cpu_before = cpu_seconds(pid);
     let sat = saturate(&addr, requests.clone(), o.connections, o.duration).await;
+    let cpu = cpu_seconds(pid) - cpu_before;
     line("bridge, saturation (durable acks)", &sat);
+    println!(
+        "{:<34} bridge CPU {:.1} s = {:.0} µs per accepted webhook",
+        "",
+        cpu,
+        cpu * 1e6 / sat.ok.max(1) as f64
+    );
     let ratio =
         (sat.ok as f64 / sat.elapsed.as_secs_f64()) / (base.ok as f64 / base.elapsed.as_secs_f64());
     println!("{:<34} {:>8.1}% of the bare baseline", "", ratio * 100.0);
@@ -532,6 +552,21 @@ async fn run(o: Options) {
         (accepted + fixed.ok as u64).saturating_sub(total_delivered)
     );
     rss_task.abort();
+    if let Ok(mut s) = TcpStream::connect(&addr).await {
+        let mut buf = Vec::new();
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        if roundtrip(&mut s, req.as_bytes(), &mut buf).await.is_ok() {
+            let text = String::from_utf8_lossy(&buf);
+            for l in text.lines().filter(|l| {
+                l.starts_with("bridge_store_batch_jobs_sum")
+                    || l.starts_with("bridge_store_batch_jobs_count")
+                    || l.starts_with("bridge_store_commit_seconds_sum")
+                    || l.starts_with("bridge_store_commit_seconds_count")
+            }) {
+                println!("{:<34} {l}", "");
+            }
+        }
+    }
     println!(
         "{:<34} {:>8.1} MB peak RSS of the bridge",
         "",

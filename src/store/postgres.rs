@@ -329,13 +329,15 @@ impl Store for PostgresStore {
 
     async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         let client = self.client().await?;
+        // The earliest event nobody holds, read off the due index in order.
         let row = client
-            .query_one(
-                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM outbox WHERE state = 'pending'",
+            .query_opt(
+                "SELECT next_attempt_at FROM outbox WHERE state = 'pending' AND lease_until IS NULL
+                 ORDER BY next_attempt_at LIMIT 1",
                 &[],
             )
             .await?;
-        Ok(row.get(0))
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
