@@ -138,7 +138,7 @@ impl Source {
                 let id = self
                     .event_id
                     .eval(&bare)
-                    .and_then(|v| transform::to_text(&v))
+                    .and_then(transform::into_text)
                     .ok_or_else(|| IdentifyError::NoEventId {
                         index,
                         path: describe(&self.event_id),
@@ -146,7 +146,7 @@ impl Source {
                 let event_type = self
                     .event_type
                     .eval(&bare)
-                    .and_then(|v| transform::to_text(&v))
+                    .and_then(transform::into_text)
                     .ok_or_else(|| IdentifyError::NoEventType {
                         index,
                         path: describe(&self.event_type),
@@ -267,7 +267,7 @@ impl Source {
             }
             value
         };
-        let text = |v: Option<Value>| v.as_ref().and_then(transform::to_text);
+        let text = |v: Option<Value>| v.and_then(transform::into_text);
 
         let event_type = text(get(Field::EventType)).ok_or("event_type: absent")?;
         let value = text(get(Field::Value)).ok_or("value: absent")?;

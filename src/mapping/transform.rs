@@ -103,6 +103,14 @@ pub fn to_text(value: &Value) -> Option<String> {
     }
 }
 
+/// Like [`to_text`], but moves a string out instead of copying it.
+pub fn into_text(value: Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s),
+        other => to_text(&other),
+    }
+}
+
 pub fn to_number(value: &Value) -> Option<Value> {
     match value {
         Value::Number(_) => Some(value.clone()),
