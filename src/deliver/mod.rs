@@ -16,6 +16,11 @@ pub use client::{Attempt, GreenflashClient, parse_retry_after};
 use crate::store::{Completion, Leased, Store, now_ms};
 use crate::telemetry;
 
+/// How often the throttle other replicas may have set is read from the store.
+const SHARED_THROTTLE_CHECK: Duration = Duration::from_millis(500);
+/// How long the dispatcher waits for a fuller batch of free workers before leasing.
+const LEASE_BATCH_WAIT: Duration = Duration::from_millis(5);
+
 /// When to try again after a retryable failure: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -133,12 +138,21 @@ impl Dispatcher {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let this = Arc::new(self);
+        let mut last_shared_check = std::time::Instant::now() - SHARED_THROTTLE_CHECK;
+        // Lease in batches: when only a few deliveries have finished, wait briefly for more
+        // rather than paying a lease round trip per event.
+        let batch = (this.config.concurrency / 4).max(1);
         while !*shutdown.borrow() {
-            // Greenflash asked everyone — every worker of every replica — to wait.
-            if let Ok(until) = this.store.throttled_until().await {
-                this.health
-                    .throttled_until_ms
-                    .fetch_max(until, Ordering::Relaxed);
+            // Greenflash asked everyone — every worker of every replica — to wait. Other
+            // replicas' throttles are read at most twice a second: a round trip per lease
+            // would cost a networked store more than the throttle saves.
+            if last_shared_check.elapsed() >= SHARED_THROTTLE_CHECK {
+                last_shared_check = std::time::Instant::now();
+                if let Ok(until) = this.store.throttled_until().await {
+                    this.health
+                        .throttled_until_ms
+                        .fetch_max(until, Ordering::Relaxed);
+                }
             }
             let wait = this.health.throttled_until_ms() - now_ms();
             if wait > 0 {
@@ -162,6 +176,17 @@ impl Dispatcher {
                 }
                 continue;
             }
+            let free = if !paused && free < batch {
+                let more = u32::try_from(batch).unwrap_or(u32::MAX);
+                if let Ok(Ok(p)) =
+                    tokio::time::timeout(LEASE_BATCH_WAIT, permits.acquire_many(more)).await
+                {
+                    drop(p);
+                }
+                permits.available_permits()
+            } else {
+                free
+            };
             let lease_ms = i64::try_from(this.config.lease.as_millis()).unwrap_or(i64::MAX);
             match this
                 .store
