@@ -10,15 +10,9 @@ use serde_json::{Value, json};
 use support::bridge::{Bridge, Setup};
 use support::sign::{stripe_header, unix_now};
 use support::standin::{Scripted, Standin};
-use support::{STRIPE_SECRET, fixture, repo_path};
+use support::{STRIPE_SECRET, event_id_of, invoice_paid, repo_path};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn event(id: &str) -> Vec<u8> {
-    let mut doc: Value = serde_json::from_slice(&fixture("stripe/invoice.paid.json")).unwrap();
-    doc["id"] = json!(id);
-    serde_json::to_vec(&doc).unwrap()
-}
 
 async fn send(client: &reqwest::Client, bridge_url: &str, body: &[u8]) -> Option<u16> {
     let response = client
@@ -32,17 +26,6 @@ async fn send(client: &reqwest::Client, bridge_url: &str, body: &[u8]) -> Option
         .await
         .ok()?;
     Some(response.status().as_u16())
-}
-
-/// The Stripe event id inside an insertId (`stripe:<id>:<rule>[~hash]`).
-fn event_id_of(e: &Value) -> String {
-    e["insertId"]
-        .as_str()
-        .unwrap()
-        .split(':')
-        .nth(1)
-        .unwrap()
-        .to_string()
 }
 
 /// Runs a CLI command against the setup's store: (success, stdout + stderr, stdout).
@@ -83,7 +66,12 @@ async fn a_20_second_outage_loses_nothing() {
     let mut sent = 0;
     while started.elapsed() < Duration::from_secs(20) {
         assert_eq!(
-            send(&client, &bridge.url, &event(&format!("evt_outage_{sent}"))).await,
+            send(
+                &client,
+                &bridge.url,
+                &invoice_paid(&format!("evt_outage_{sent}"))
+            )
+            .await,
             Some(200)
         );
         sent += 1;
@@ -109,7 +97,7 @@ async fn retry_after_is_honoured_and_throttling_does_not_use_up_attempts() {
     let bridge = setup.start();
     let client = reqwest::Client::new();
     assert_eq!(
-        send(&client, &bridge.url, &event("evt_throttled")).await,
+        send(&client, &bridge.url, &invoice_paid("evt_throttled")).await,
         Some(200)
     );
     standin.wait_for_accepted(1, WAIT);
@@ -138,7 +126,7 @@ async fn a_refused_key_pauses_delivery_keeps_events_and_resumes_by_itself() {
     let client = reqwest::Client::new();
     for i in 0..5 {
         assert_eq!(
-            send(&client, &bridge.url, &event(&format!("evt_key_{i}"))).await,
+            send(&client, &bridge.url, &invoice_paid(&format!("evt_key_{i}"))).await,
             Some(200)
         );
     }
@@ -203,7 +191,7 @@ async fn dead_letter_flow(standin: &Standin, setup: Setup) {
     assert_eq!(ready.status(), 200, "the store answers");
     let client = reqwest::Client::new();
     assert_eq!(
-        send(&client, &bridge.url, &event("evt_dead_1")).await,
+        send(&client, &bridge.url, &invoice_paid("evt_dead_1")).await,
         Some(200)
     );
 
@@ -251,7 +239,7 @@ async fn kill_9_under_load_loses_and_doubles_nothing() {
             let client = reqwest::Client::new();
             for i in (worker..total).step_by(8) {
                 let id = format!("evt_load_{i}");
-                if send(&client, &url, &event(&id)).await == Some(200) {
+                if send(&client, &url, &invoice_paid(&id)).await == Some(200) {
                     acked.lock().unwrap().insert(id);
                 }
             }
@@ -276,7 +264,10 @@ async fn kill_9_under_load_loses_and_doubles_nothing() {
     for i in 0..total {
         let id = format!("evt_load_{i}");
         if !acked_before_crash.contains(&id) {
-            assert_eq!(send(&client, &restarted.url, &event(&id)).await, Some(200));
+            assert_eq!(
+                send(&client, &restarted.url, &invoice_paid(&id)).await,
+                Some(200)
+            );
         }
     }
     let events = standin.wait_for_accepted(total, WAIT);
@@ -308,7 +299,12 @@ async fn sigterm_drains_and_nothing_in_flight_is_lost() {
     let client = reqwest::Client::new();
     for i in 0..10 {
         assert_eq!(
-            send(&client, &bridge.url, &event(&format!("evt_drain_{i}"))).await,
+            send(
+                &client,
+                &bridge.url,
+                &invoice_paid(&format!("evt_drain_{i}"))
+            )
+            .await,
             Some(200)
         );
     }
@@ -320,7 +316,7 @@ async fn sigterm_drains_and_nothing_in_flight_is_lost() {
         "exit 0 within the grace period: {status:?}"
     );
     assert!(
-        send(&client, &url, &event("evt_after_stop"))
+        send(&client, &url, &invoice_paid("evt_after_stop"))
             .await
             .is_none(),
         "stopped accepting"
@@ -357,9 +353,9 @@ async fn replay_backfills_after_a_mapping_fix() {
         .post(format!("{}/webhooks/stripe", bridge.url))
         .header(
             "Stripe-Signature",
-            stripe_header(STRIPE_SECRET, unix_now(), &event("evt_fixme")),
+            stripe_header(STRIPE_SECRET, unix_now(), &invoice_paid("evt_fixme")),
         )
-        .body(event("evt_fixme"))
+        .body(invoice_paid("evt_fixme"))
         .send()
         .await
         .unwrap();
@@ -438,14 +434,14 @@ async fn retention_prunes_what_is_done_and_keeps_what_is_not() {
     let bridge = setup.start();
     let client = reqwest::Client::new();
     assert_eq!(
-        send(&client, &bridge.url, &event("evt_old")).await,
+        send(&client, &bridge.url, &invoice_paid("evt_old")).await,
         Some(200)
     );
     standin.wait_for_accepted(1, WAIT);
     // One more that cannot be delivered: it must survive pruning.
     standin.fail_all(503);
     assert_eq!(
-        send(&client, &bridge.url, &event("evt_stuck")).await,
+        send(&client, &bridge.url, &invoice_paid("evt_stuck")).await,
         Some(200)
     );
 
@@ -501,7 +497,7 @@ async fn the_admin_api_needs_its_token_and_works_with_it() {
         .env("BRIDGE_ADMIN_TOKEN", "admin-e2e-token")
         .start();
     assert_eq!(
-        send(&client, &bridge.url, &event("evt_admin")).await,
+        send(&client, &bridge.url, &invoice_paid("evt_admin")).await,
         Some(200)
     );
     let dlq = format!("{}/admin/dlq", bridge.url);

@@ -8,19 +8,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::bridge::Setup;
 use support::sign::{stripe_header, unix_now};
 use support::standin::Standin;
-use support::{STRIPE_SECRET, fixture};
+use support::{STRIPE_SECRET, event_id_of, invoice_paid};
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn event(id: &str) -> Vec<u8> {
-    let mut doc: Value = serde_json::from_slice(&fixture("stripe/invoice.paid.json")).unwrap();
-    doc["id"] = json!(id);
-    serde_json::to_vec(&doc).unwrap()
-}
 
 async fn send(client: &reqwest::Client, base: &str, body: &[u8]) -> Option<Value> {
     let response = client
@@ -37,16 +31,6 @@ async fn send(client: &reqwest::Client, base: &str, body: &[u8]) -> Option<Value
         return None;
     }
     response.json().await.ok()
-}
-
-fn event_id_of(e: &Value) -> String {
-    e["insertId"]
-        .as_str()
-        .unwrap()
-        .split(':')
-        .nth(1)
-        .unwrap()
-        .to_string()
 }
 
 async fn setup(standin: &Standin, dir: &std::path::Path) -> Option<Setup> {
@@ -72,7 +56,7 @@ async fn two_replicas_migrate_concurrently_and_store_a_simultaneous_redelivery_o
         (a.join().unwrap(), b.join().unwrap())
     });
     let client = reqwest::Client::new();
-    let body = event("evt_both_at_once");
+    let body = invoice_paid("evt_both_at_once");
     let (ra, rb) = tokio::join!(send(&client, &a.url, &body), send(&client, &b.url, &body));
     let (ra, rb) = (
         ra.expect("replica a answers 200"),
@@ -115,7 +99,10 @@ async fn a_replica_killed_under_load_loses_and_doubles_nothing() {
             let client = reqwest::Client::new();
             for i in (worker..total).step_by(6) {
                 let id = format!("evt_replica_{i}");
-                if send(&client, &urls[i % 2], &event(&id)).await.is_some() {
+                if send(&client, &urls[i % 2], &invoice_paid(&id))
+                    .await
+                    .is_some()
+                {
                     acked.lock().unwrap().insert(id);
                 }
             }
@@ -137,7 +124,10 @@ async fn a_replica_killed_under_load_loses_and_doubles_nothing() {
     for i in 0..total {
         let id = format!("evt_replica_{i}");
         if !before.contains(&id) {
-            assert!(send(&client, &b.url, &event(&id)).await.is_some(), "{id}");
+            assert!(
+                send(&client, &b.url, &invoice_paid(&id)).await.is_some(),
+                "{id}"
+            );
         }
     }
     let events = standin.wait_for_accepted(total, WAIT);

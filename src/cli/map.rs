@@ -1,14 +1,13 @@
 //! `greenflash-bridge map --source NAME [--explain] FILE` — preview a mapping offline.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use greenflash_bridge::inbound::Headers;
-use greenflash_bridge::mapping::{Options, load_dir};
+use greenflash_bridge::mapping::Options;
 
-use super::MappingsArg;
+use super::{MappingsArg, read_input};
 
 /// The productId shown when neither the mapping nor GREENFLASH_PRODUCT_ID gives one.
 const PLACEHOLDER_PRODUCT_ID: &str = "00000000-0000-0000-0000-000000000000";
@@ -34,18 +33,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let loaded = match load_dir(&args.mappings.mappings) {
-        Ok(l) => l,
-        Err(diagnostics) => {
-            for d in diagnostics {
-                eprintln!("{d}");
-            }
-            bail!(
-                "the mappings in {} are invalid (run `greenflash-bridge check`)",
-                args.mappings.mappings.display()
-            );
-        }
-    };
+    let loaded = args.mappings.load()?;
     let Some(source) = loaded.catalog.get(&args.source) else {
         let known: Vec<&str> = loaded.catalog.sources.keys().map(String::as_str).collect();
         bail!(
@@ -54,15 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             known.join(", ")
         );
     };
-    let body = if args.file.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("reading standard input")?;
-        buf
-    } else {
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?
-    };
+    let body = read_input(&args.file)?;
     let doc: serde_json::Value = serde_json::from_slice(&body)
         .with_context(|| format!("{} is not JSON", args.file.display()))?;
     let headers = match &args.headers {

@@ -55,6 +55,36 @@ struct MappingsArg {
     mappings: PathBuf,
 }
 
+impl MappingsArg {
+    /// Loads the mapping files, printing every diagnostic when they are invalid.
+    fn load(&self) -> anyhow::Result<greenflash_bridge::mapping::Loaded> {
+        greenflash_bridge::mapping::load_dir(&self.mappings).map_err(|diagnostics| {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            anyhow::anyhow!(
+                "the mappings in {} are invalid (run `greenflash-bridge check`)",
+                self.mappings.display()
+            )
+        })
+    }
+}
+
+/// The bytes of FILE, or of standard input for `-`.
+fn read_input(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    use std::io::Read;
+    if file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading standard input")?;
+        Ok(buf)
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),

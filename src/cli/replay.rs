@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use greenflash_bridge::mapping::load_dir;
+use anyhow::Context;
 use greenflash_bridge::replay::replay;
 use greenflash_bridge::store::{self, ReplayQuery, now_ms};
 use greenflash_bridge::units::parse_instant;
@@ -39,18 +38,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let loaded = match load_dir(&args.mappings.mappings) {
-        Ok(l) => l,
-        Err(diagnostics) => {
-            for d in diagnostics {
-                eprintln!("{d}");
-            }
-            bail!(
-                "the mappings in {} are invalid",
-                args.mappings.mappings.display()
-            );
-        }
-    };
+    let loaded = args.mappings.load()?;
     let now = now_ms();
     let instant = |t: &Option<String>| {
         t.as_deref()

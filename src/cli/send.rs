@@ -1,15 +1,13 @@
 //! `greenflash-bridge send --source NAME [--to URL] FILE` — the local `stripe trigger`: sign a
 //! payload exactly as the source's provider would and post it to a running bridge.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use greenflash_bridge::mapping::load_dir;
 use greenflash_bridge::verify::Verifier;
 
-use super::MappingsArg;
+use super::{MappingsArg, read_input};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,15 +24,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let loaded = load_dir(&args.mappings.mappings).map_err(|diagnostics| {
-        for d in &diagnostics {
-            eprintln!("{d}");
-        }
-        anyhow::anyhow!(
-            "the mappings in {} are invalid",
-            args.mappings.mappings.display()
-        )
-    })?;
+    let loaded = args.mappings.load()?;
+
     let Some(source) = loaded.catalog.get(&args.source) else {
         let known: Vec<&str> = loaded.catalog.sources.keys().map(String::as_str).collect();
         bail!(
@@ -45,15 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let verifier = Verifier::from_spec(&source.verify, |var| std::env::var(var).ok())
         .with_context(|| format!("cannot sign for source {:?}", source.name))?;
-    let body = if args.file.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("reading standard input")?;
-        buf
-    } else {
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?
-    };
+    let body = read_input(&args.file)?;
     let is_json = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
     let mut url = format!("{}/webhooks/{}", args.to.trim_end_matches('/'), source.name);
     let now = std::time::SystemTime::now()

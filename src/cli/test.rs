@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
 use greenflash_bridge::fixtures::{self, Verdict};
-use greenflash_bridge::mapping::load_dir;
 
 use super::MappingsArg;
 
@@ -23,18 +21,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let loaded = match load_dir(&args.mappings.mappings) {
-        Ok(l) => l,
-        Err(diagnostics) => {
-            for d in diagnostics {
-                eprintln!("{d}");
-            }
-            bail!(
-                "the mappings in {} are invalid",
-                args.mappings.mappings.display()
-            );
-        }
-    };
+    let loaded = args.mappings.load()?;
     let outcomes = fixtures::run(&loaded.catalog, &args.fixtures, args.bless)?;
     let (mut passed, mut failed, mut unchecked) = (0, 0, 0);
     for outcome in &outcomes {

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::expr::{Part, Scope, Var};
+use super::expr::{Expr, Part, Scope, Var};
 use super::model::{Field, Rule, Source};
 use super::transform;
 use crate::greenflash::{Event, Influence, ValueType};
@@ -135,19 +135,13 @@ impl Source {
                     event_type: "",
                     rule: "",
                 };
-                let id = self
-                    .event_id
-                    .eval(&bare)
-                    .and_then(transform::into_text)
-                    .ok_or_else(|| IdentifyError::NoEventId {
-                        index,
-                        path: describe(&self.event_id),
-                    })?;
-                let event_type = self
-                    .event_type
-                    .eval(&bare)
-                    .and_then(transform::into_text)
-                    .ok_or_else(|| IdentifyError::NoEventType {
+                let text = |expr: &Expr| expr.eval(&bare).and_then(transform::into_text);
+                let id = text(&self.event_id).ok_or_else(|| IdentifyError::NoEventId {
+                    index,
+                    path: describe(&self.event_id),
+                })?;
+                let event_type =
+                    text(&self.event_type).ok_or_else(|| IdentifyError::NoEventType {
                         index,
                         path: describe(&self.event_type),
                     })?;
@@ -381,8 +375,7 @@ fn trace(rule: &Rule, matched: bool, reason: Option<String>) -> RuleTrace {
     }
 }
 
-fn describe(expr: &super::expr::Expr) -> String {
-    use super::expr::Expr;
+fn describe(expr: &Expr) -> String {
     match expr {
         Expr::Path(p) => p.as_str().to_string(),
         Expr::Header(h) => format!("header {h}"),

@@ -19,3 +19,22 @@ pub fn fixture(relative: &str) -> Vec<u8> {
     let path = repo_path(&format!("tests/fixtures/{relative}"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// Stripe's `invoice.paid` fixture with another event id, for tests that send many events.
+pub fn invoice_paid(id: &str) -> Vec<u8> {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fixture("stripe/invoice.paid.json")).unwrap();
+    doc["id"] = serde_json::json!(id);
+    serde_json::to_vec(&doc).unwrap()
+}
+
+/// The provider event id inside a delivered event's insertId (`<source>:<id>:<rule>[~hash]`).
+pub fn event_id_of(event: &serde_json::Value) -> String {
+    event["insertId"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
