@@ -89,7 +89,7 @@ async fn a_replica_killed_under_load_loses_and_doubles_nothing() {
     };
     let a = setup.start();
     let b = setup.start();
-    let total = 300;
+    let total = 1000;
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let mut senders = Vec::new();
     for worker in 0..6 {
