@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use greenflash_bridge::store::{
-    self, Completion, DeadSelector, NewOutboxEvent, NewProviderEvent, NewWebhook, ReplayQuery,
+    Completion, DeadSelector, NewOutboxEvent, NewProviderEvent, NewWebhook, ReplayQuery,
     ReplayUpdate, Store,
 };
 
@@ -380,5 +380,4 @@ async fn the_store_reports_queue_stats_and_answers_pings(store: Arc<dyn Store>) 
         (stats.pending, stats.oldest_pending_ms, stats.dead),
         (2, Some(NOW), 0)
     );
-    let _ = store::now_ms();
 }
