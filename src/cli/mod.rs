@@ -112,8 +112,11 @@ pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env()
         // PostgreSQL's NOTICEs ("already exists, skipping") are not news to operators.
         .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only help a person at a terminal; files and collectors get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("BRIDGE_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder
