@@ -33,10 +33,6 @@ impl Headers {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
-    }
-
     /// The headers worth keeping with a stored webhook so that it can be re-mapped later
     /// (mappings may read the event type or id from a header). Credentials are left out.
     pub fn to_stored_json(&self) -> String {

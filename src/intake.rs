@@ -160,22 +160,7 @@ impl Intake {
         let mut events = Vec::with_capacity(mapped.len());
         for event in &mapped {
             let status = event.status();
-            let detail = if let Some(rule) = &event.dropped_by {
-                Some(format!("dropped by rule {rule}"))
-            } else if !event.failures.is_empty() {
-                Some(
-                    event
-                        .failures
-                        .iter()
-                        .map(|f| format!("rule {}: {}", f.rule, f.reason))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            } else if event.emitted.is_empty() {
-                Some("no rule matched".to_string())
-            } else {
-                None
-            };
+            let detail = event.detail();
             for failure in &event.failures {
                 tracing::warn!(source = source_name, event_id = %event.id, rule = %failure.rule, reason = %failure.reason, "Mapping failed.");
                 telemetry::mapped(source_name, &failure.rule, "mapping_failed");

@@ -158,19 +158,7 @@ pub async fn replay(
                 }
             }
             report.queued += outbox.len();
-            let detail = if !now.failures.is_empty() {
-                Some(
-                    now.failures
-                        .iter()
-                        .map(|f| format!("rule {}: {}", f.rule, f.reason))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            } else if now.emitted.is_empty() {
-                Some("no rule matched".to_string())
-            } else {
-                None
-            };
+            let detail = now.detail();
             updates.push(ReplayUpdate {
                 event_id: before.event_id,
                 status: now.status().as_str(),

@@ -81,6 +81,24 @@ impl Status {
 }
 
 impl ProviderEvent {
+    /// Why the event is ignored or failed, as recorded for operators; `None` when mapped.
+    pub fn detail(&self) -> Option<String> {
+        if let Some(rule) = &self.dropped_by {
+            Some(format!("dropped by rule {rule}"))
+        } else if !self.failures.is_empty() {
+            let reasons: Vec<String> = self
+                .failures
+                .iter()
+                .map(|f| format!("rule {}: {}", f.rule, f.reason))
+                .collect();
+            Some(reasons.join("; "))
+        } else if self.emitted.is_empty() {
+            Some("no rule matched".to_string())
+        } else {
+            None
+        }
+    }
+
     pub fn status(&self) -> Status {
         if !self.failures.is_empty() {
             Status::MappingFailed

@@ -685,24 +685,26 @@ impl<'a> Loader<'a> {
             Field::ForceSample if !value.is_boolean() => {
                 Some(("force_sample must be true or false".into(), None))
             }
-            Field::ConversationId | Field::UserId | Field::OrganizationId | Field::ProductId
+            Field::ConversationId | Field::UserId | Field::OrganizationId
                 if !text.is_some_and(is_uuid) =>
             {
                 Some((
                     format!("{} {value} is not a UUID", field.key()),
                     Some(format!(
                         "Greenflash expects a UUID here; for your own ids use external_{}",
-                        field.key().trim_end_matches("_id").to_string() + "_id"
+                        field.key()
                     )),
                 ))
             }
+            Field::ProductId if !text.is_some_and(is_uuid) => {
+                Some((format!("product_id {value} is not a UUID"), None))
+            }
             _ => None,
         };
-        if let Some((message, hint)) = problem {
-            match hint {
-                Some(h) if field != Field::ProductId => self.error_hint(span, message, h),
-                _ => self.error(span, message),
-            }
+        match problem {
+            Some((message, Some(hint))) => self.error_hint(span, message, hint),
+            Some((message, None)) => self.error(span, message),
+            None => {}
         }
     }
 
@@ -732,8 +734,8 @@ impl<'a> Loader<'a> {
         for (key, value) in table.iter() {
             let key = key.get_ref().as_ref();
             let test = match key {
-                "equals" => Test::Equals(self.expr_or_literal(value)?),
-                "not_equals" => Test::NotEquals(self.expr_or_literal(value)?),
+                "equals" => Test::Equals(self.expr(value)?),
+                "not_equals" => Test::NotEquals(self.expr(value)?),
                 "gt" => Test::Gt(self.expr(value)?),
                 "gte" => Test::Gte(self.expr(value)?),
                 "lt" => Test::Lt(self.expr(value)?),
@@ -743,8 +745,7 @@ impl<'a> Loader<'a> {
                         self.error(value.span(), format!("`{key}` must be a list of values"));
                         return None;
                     };
-                    let options: Option<Vec<Expr>> =
-                        items.iter().map(|i| self.expr_or_literal(i)).collect();
+                    let options: Option<Vec<Expr>> = items.iter().map(|i| self.expr(i)).collect();
                     if key == "in" {
                         Test::In(options?)
                     } else {
@@ -781,11 +782,6 @@ impl<'a> Loader<'a> {
             subject_text,
             tests,
         })
-    }
-
-    /// Expressions on the right of a comparison: the same rules as everywhere (`"$…"` is a path).
-    fn expr_or_literal(&mut self, v: &Val<'_>) -> Option<Expr> {
-        self.expr(v)
     }
 
     /// An expression: `"$.path"`, a literal, or a table with one source key and modifiers.

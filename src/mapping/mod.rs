@@ -19,4 +19,3 @@ pub use diagnostic::{Diagnostic, Severity};
 pub use load::{Loaded, load_dir, load_texts};
 pub use model::{Catalog, Field, Rule, Source};
 pub use schema::schema;
-pub use transform::currency_exponent;

@@ -178,13 +178,6 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 4] = [
-        Self::MissingSignature,
-        Self::MalformedSignature,
-        Self::TimestampOutsideTolerance,
-        Self::NoMatchingSignature,
-    ];
-
     pub fn reason(self) -> &'static str {
         match self {
             Self::MissingSignature => "missing_signature",
@@ -265,10 +258,6 @@ impl Verifier {
             spec: spec.clone(),
             secrets,
         })
-    }
-
-    pub fn scheme(&self) -> Scheme {
-        self.spec.scheme
     }
 
     /// Checks `request` at time `now` (unix seconds).
