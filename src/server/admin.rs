@@ -1,8 +1,10 @@
 //! `/admin/…`: dead letters, replay, reload and retention over HTTP. Disabled (404) unless
 //! `BRIDGE_ADMIN_TOKEN` is set; then every call needs `Authorization: Bearer <token>`.
 
-use actix_web::dev::HttpServiceFactory;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{HttpServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,6 +15,7 @@ use crate::verify::constant_time_eq;
 
 pub(super) fn scope() -> impl HttpServiceFactory {
     web::scope("/admin")
+        .wrap(from_fn(require_token))
         .route("/dlq", web::get().to(list))
         .route("/dlq/retry", web::post().to(retry))
         .route("/dlq/drop", web::post().to(drop_dead))
@@ -20,6 +23,25 @@ pub(super) fn scope() -> impl HttpServiceFactory {
         .route("/replay", web::post().to(replay))
         .route("/reload", web::post().to(reload))
         .route("/prune", web::post().to(prune))
+}
+
+/// Every admin route passes through here first.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let denied = match req.app_data::<web::Data<AppState>>() {
+        Some(state) => refusal(req.request(), state),
+        None => Some(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no_state",
+            "admin API without application state",
+        )),
+    };
+    match denied {
+        Some(response) => Ok(req.into_response(response).map_into_right_body()),
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
 }
 
 /// The refusal to send, if the request may not use the admin API.
@@ -55,24 +77,14 @@ struct SourceFilter {
     source: Option<String>,
 }
 
-async fn list(
-    req: HttpRequest,
-    query: web::Query<SourceFilter>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Some(denied) = refusal(&req, &state) {
-        return denied;
-    }
+async fn list(query: web::Query<SourceFilter>, state: web::Data<AppState>) -> HttpResponse {
     match state.store.dead_letters(query.source.as_deref()).await {
         Ok(dead) => HttpResponse::Ok().json(dead),
         Err(e) => store_error(e),
     }
 }
 
-async fn show(req: HttpRequest, id: web::Path<i64>, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(denied) = refusal(&req, &state) {
-        return denied;
-    }
+async fn show(id: web::Path<i64>, state: web::Data<AppState>) -> HttpResponse {
     match state.store.outbox_event(*id).await {
         Ok(Some(event)) => HttpResponse::Ok().json(event),
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no event {id}")),
@@ -90,14 +102,7 @@ struct Selection {
     source: Option<String>,
 }
 
-async fn retry(
-    req: HttpRequest,
-    body: web::Json<Selection>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Some(denied) = refusal(&req, &state) {
-        return denied;
-    }
+async fn retry(body: web::Json<Selection>, state: web::Data<AppState>) -> HttpResponse {
     let which = match (&body.ids[..], body.all, &body.source) {
         ([_, ..], false, None) => DeadSelector::Ids(body.ids.clone()),
         ([], true, None) => DeadSelector::All,
@@ -116,14 +121,7 @@ async fn retry(
     }
 }
 
-async fn drop_dead(
-    req: HttpRequest,
-    body: web::Json<Selection>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Some(denied) = refusal(&req, &state) {
-        return denied;
-    }
+async fn drop_dead(body: web::Json<Selection>, state: web::Data<AppState>) -> HttpResponse {
     if body.ids.is_empty() || body.all || body.source.is_some() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -149,14 +147,7 @@ struct ReplayBody {
     dry_run: bool,
 }
 
-async fn replay(
-    req: HttpRequest,
-    body: web::Json<ReplayBody>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Some(denied) = refusal(&req, &state) {
-        return denied;
-    }
+async fn replay(body: web::Json<ReplayBody>, state: web::Data<AppState>) -> HttpResponse {
     let now = now_ms();
     let instant = |t: &Option<String>| {
         t.as_deref()
@@ -193,10 +184,7 @@ async fn replay(
     }
 }
 
-async fn reload(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(denied) = refusal(&req, &state) {
-        return denied;
-    }
+async fn reload(state: web::Data<AppState>) -> HttpResponse {
     let applied = crate::reload::reload(&state.intake, &state.reload, "admin API");
     HttpResponse::Ok().json(json!({
         "reloaded": applied,
@@ -210,14 +198,7 @@ struct PruneBody {
     older_than: String,
 }
 
-async fn prune(
-    req: HttpRequest,
-    body: web::Json<PruneBody>,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    if let Some(denied) = refusal(&req, &state) {
-        return denied;
-    }
+async fn prune(body: web::Json<PruneBody>, state: web::Data<AppState>) -> HttpResponse {
     let age = match crate::units::parse_duration(&body.older_than) {
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_duration", e),
