@@ -261,28 +261,26 @@ async fn each_scheme_accepts_its_provider_and_refuses_a_forgery() {
         .text()
         .await
         .unwrap();
-    assert!(
+    let counted = |metric: &str, source: &str, label: &str| {
         metrics
             .lines()
-            .any(|l| l.starts_with("bridge_webhooks_received_total")
-                && l.contains("paddle")
-                && l.contains("no_matching_signature")),
+            .any(|l| l.starts_with(metric) && l.contains(source) && l.contains(label))
+    };
+    let received = "bridge_webhooks_received_total";
+    assert!(
+        counted(received, "paddle", "no_matching_signature"),
         "{metrics}"
     );
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("bridge_webhooks_received_total")
-                && l.contains("hubspot")
-                && l.contains("timestamp_outside_tolerance")),
+        counted(received, "hubspot", "timestamp_outside_tolerance"),
         "{metrics}"
     );
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("bridge_signature_secret_index_total")
-                && l.contains("shopify")
-                && l.contains(r#"index="1""#)),
+        counted(
+            "bridge_signature_secret_index_total",
+            "shopify",
+            r#"index="1""#
+        ),
         "{metrics}"
     );
 }
