@@ -286,6 +286,27 @@ struct Outcome {
     latency: Histogram<u64>,
 }
 
+type Connection = tokio::task::JoinHandle<(usize, usize, Histogram<u64>)>;
+
+/// Adds up what each connection counted and measured.
+async fn combine(tasks: Vec<Connection>, started: Instant) -> Outcome {
+    let mut outcome = Outcome {
+        sent: 0,
+        ok: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new(3).expect("histogram"),
+    };
+    for t in tasks {
+        if let Ok((sent, ok, h)) = t.await {
+            outcome.sent += sent;
+            outcome.ok += ok;
+            let _ = outcome.latency.add(&h);
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    outcome
+}
+
 /// Closed loop: `connections` connections send back to back until the time or requests run out.
 async fn saturate(
     addr: &str,
@@ -326,21 +347,7 @@ async fn saturate(
             (sent, ok, h)
         }));
     }
-    let mut outcome = Outcome {
-        sent: 0,
-        ok: 0,
-        elapsed: Duration::ZERO,
-        latency: Histogram::new(3).expect("histogram"),
-    };
-    for t in tasks {
-        if let Ok((sent, ok, h)) = t.await {
-            outcome.sent += sent;
-            outcome.ok += ok;
-            let _ = outcome.latency.add(&h);
-        }
-    }
-    outcome.elapsed = started.elapsed();
-    outcome
+    combine(tasks, started).await
 }
 
 /// Open loop at a fixed rate; latency counts from the scheduled send time, so a stall shows up
@@ -390,21 +397,7 @@ async fn fixed_rate(
             (sent, ok, h)
         }));
     }
-    let mut outcome = Outcome {
-        sent: 0,
-        ok: 0,
-        elapsed: Duration::ZERO,
-        latency: Histogram::new(3).expect("histogram"),
-    };
-    for t in tasks {
-        if let Ok((sent, ok, h)) = t.await {
-            outcome.sent += sent;
-            outcome.ok += ok;
-            let _ = outcome.latency.add(&h);
-        }
-    }
-    outcome.elapsed = start.elapsed();
-    outcome
+    combine(tasks, start).await
 }
 
 /// CPU seconds (user + system) the process has used so far.
