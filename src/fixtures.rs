@@ -111,7 +111,6 @@ fn map_file(
     headers_path: &Path,
 ) -> Result<Value, String> {
     let body = std::fs::read(file).map_err(|e| format!("cannot read: {e}"))?;
-    let doc: Value = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
     let headers = match std::fs::read(headers_path) {
         Ok(text) => Headers::from_json(
             &serde_json::from_slice(&text)
@@ -119,6 +118,9 @@ fn map_file(
         ),
         Err(_) => Headers::new(),
     };
+    let doc = source
+        .parse_body(&headers, &body)
+        .map_err(|e| format!("not JSON: {e}"))?;
     let options = Options {
         default_product_id: Some(FIXTURE_PRODUCT_ID),
         explain: false,

@@ -148,7 +148,9 @@ impl Intake {
         if let Some(index) = verified.secret_index {
             telemetry::secret_matched(source_name, index);
         }
-        let doc = parse_body(&headers, &body)?;
+        let doc = source
+            .parse_body(&headers, &body)
+            .map_err(IntakeError::NotJson)?;
         let options = Options {
             default_product_id: self.default_product_id.as_deref(),
             explain: false,
@@ -228,33 +230,4 @@ impl Intake {
             secret_index: verified.secret_index,
         })
     }
-}
-
-/// The body as JSON. Form-encoded bodies (Twilio, Slack) become an object of their fields
-/// (a repeated field becomes a list), so rules map them like any other payload.
-fn parse_body(headers: &Headers, body: &[u8]) -> Result<serde_json::Value, IntakeError> {
-    use serde_json::Value;
-    let is_form = headers.get_str("content-type").is_some_and(|t| {
-        t.trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/x-www-form-urlencoded")
-    });
-    if !is_form {
-        return serde_json::from_slice(body).map_err(IntakeError::NotJson);
-    }
-    let mut map = serde_json::Map::new();
-    for (key, value) in form_urlencoded::parse(body) {
-        let value = Value::String(value.into_owned());
-        match map.get_mut(key.as_ref()) {
-            None => {
-                map.insert(key.into_owned(), value);
-            }
-            Some(Value::Array(items)) => items.push(value),
-            Some(existing) => {
-                let first = existing.take();
-                *existing = Value::Array(vec![first, value]);
-            }
-        }
-    }
-    Ok(Value::Object(map))
 }

@@ -80,7 +80,7 @@ pub async fn replay(
     for webhook in stored {
         let headers =
             Headers::from_json(&serde_json::from_str(&webhook.headers_json).unwrap_or(Value::Null));
-        let parsed = serde_json::from_slice::<Value>(&webhook.body).ok();
+        let parsed = source.parse_body(&headers, &webhook.body).ok();
         let mapped = parsed
             .as_ref()
             .and_then(|doc| source.apply(doc, &headers, &options).ok())

@@ -43,8 +43,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     };
     let body = read_input(&args.file)?;
-    let doc: serde_json::Value = serde_json::from_slice(&body)
-        .with_context(|| format!("{} is not JSON", args.file.display()))?;
     let headers = match &args.headers {
         Some(path) => {
             let text =
@@ -56,6 +54,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => Headers::new(),
     };
+    let doc = source
+        .parse_body(&headers, &body)
+        .with_context(|| format!("{} is not JSON", args.file.display()))?;
     let options = Options {
         default_product_id: Some(args.product_id.as_deref().unwrap_or(PLACEHOLDER_PRODUCT_ID)),
         explain: args.explain,

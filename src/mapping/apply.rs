@@ -122,6 +122,35 @@ pub enum IdentifyError {
 }
 
 impl Source {
+    /// The body as the rules see it: JSON, parsed only as far as the rules read it (see
+    /// `shape`). Form-encoded bodies (Twilio, Slack) become an object of their fields (a
+    /// repeated field becomes a list), so rules map them like any other payload.
+    pub fn parse_body(&self, headers: &Headers, body: &[u8]) -> Result<Value, serde_json::Error> {
+        let is_form = headers.get_str("content-type").is_some_and(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+        if !is_form {
+            return self.shape.parse(body);
+        }
+        let mut map = Map::new();
+        for (key, value) in form_urlencoded::parse(body) {
+            let value = Value::String(value.into_owned());
+            match map.get_mut(key.as_ref()) {
+                None => {
+                    map.insert(key.into_owned(), value);
+                }
+                Some(Value::Array(items)) => items.push(value),
+                Some(existing) => {
+                    let first = existing.take();
+                    *existing = Value::Array(vec![first, value]);
+                }
+            }
+        }
+        Ok(Value::Object(map))
+    }
+
     /// Maps a parsed webhook body into provider events and their Greenflash events.
     pub fn apply(
         &self,

@@ -5,6 +5,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::expr::{Expr, Scope};
+use super::path::JsonPath;
 use super::transform;
 
 #[derive(Debug, Clone)]
@@ -31,6 +32,25 @@ pub struct Condition {
 }
 
 impl Condition {
+    /// Every JSONPath the condition reads the document with.
+    pub fn paths<'e>(&'e self, out: &mut Vec<&'e JsonPath>) {
+        self.subject.paths(out);
+        for test in &self.tests {
+            match test {
+                Test::Equals(e)
+                | Test::NotEquals(e)
+                | Test::Gt(e)
+                | Test::Gte(e)
+                | Test::Lt(e)
+                | Test::Lte(e) => e.paths(out),
+                Test::In(options) | Test::NotIn(options) => {
+                    options.iter().for_each(|e| e.paths(out))
+                }
+                Test::Exists(_) | Test::Matches(_) => {}
+            }
+        }
+    }
+
     /// `Ok` when every test holds, else why the first failing test failed.
     pub fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
         let actual = self.subject.eval(scope);

@@ -109,6 +109,30 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// Every JSONPath the expression reads the document with. A `sum`'s `each` paths are left
+    /// out: they read inside what `over` selects, which is read whole.
+    pub fn paths<'e>(&'e self, out: &mut Vec<&'e JsonPath>) {
+        match self {
+            Self::Literal(_) | Self::Header(_) => {}
+            Self::Path(p) | Self::Sum { over: p, .. } => out.push(p),
+            Self::Template(parts) => out.extend(parts.iter().filter_map(|part| match part {
+                Part::Path(p) => Some(p),
+                Part::Text(_) | Part::Var(_) => None,
+            })),
+            Self::First(options) => options.iter().for_each(|e| e.paths(out)),
+            Self::Money { amount, currency } => {
+                amount.paths(out);
+                currency.paths(out);
+            }
+            Self::Convert { input, default, .. } => {
+                input.paths(out);
+                if let Some(default) = default {
+                    default.paths(out);
+                }
+            }
+        }
+    }
+
     pub fn eval(&self, scope: &Scope<'_>) -> Option<Value> {
         match self {
             Self::Literal(v) => present(v).cloned(),

@@ -20,6 +20,7 @@ use super::diagnostic::{Diagnostic, Severity, SourceText, closest};
 use super::expr::{Case, Coerce, Expr, Part, Var};
 use super::model::{Catalog, Field, Fields, Pattern, Rule, Source};
 use super::path::JsonPath;
+use super::shape::Shape;
 use super::transform::TimeFormat;
 use crate::greenflash::{Influence, ValueType, is_uuid};
 use crate::verify::{
@@ -290,6 +291,7 @@ impl<'a> Loader<'a> {
         let (mut source, name_span) = source?;
         source.defaults = defaults;
         source.rules = rules;
+        source.shape = source.reads();
         Some((source, name_span))
     }
 
@@ -339,6 +341,7 @@ impl<'a> Loader<'a> {
                 occurred_at,
                 defaults: Fields::default(),
                 rules: Vec::new(),
+                shape: Shape::whole(),
             },
             name_val?.span(),
         ))

@@ -12,6 +12,7 @@ mod load;
 mod model;
 mod path;
 mod schema;
+mod shape;
 mod transform;
 
 pub use apply::{Emitted, Failure, IdentifyError, Options, ProviderEvent, RuleTrace, Status};

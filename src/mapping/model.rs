@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::condition::Condition;
 use super::expr::Expr;
 use super::path::JsonPath;
+use super::shape::Shape;
 use crate::verify;
 
 /// Every output key a rule (or `[defaults]`) may set, mirroring Greenflash's fields in
@@ -92,6 +93,11 @@ impl Fields {
     pub fn set(&mut self, field: Field, expr: Expr) {
         self.values[field as usize] = Some(expr);
     }
+
+    fn paths<'e>(&'e self, out: &mut Vec<&'e JsonPath>) {
+        self.values.iter().flatten().for_each(|e| e.paths(out));
+        self.properties.iter().for_each(|(_, e)| e.paths(out));
+    }
 }
 
 /// An event-type pattern from a rule's `on`: an exact name or a glob with `*`.
@@ -139,9 +145,36 @@ pub struct Source {
     pub occurred_at: Option<Expr>,
     pub defaults: Fields,
     pub rules: Vec<Rule>,
+    /// What the rules read of a body; set once the rules are compiled.
+    pub(super) shape: Shape,
 }
 
 impl Source {
+    /// The parts of a body that the source's expressions read.
+    pub(super) fn reads(&self) -> Shape {
+        let mut paths = Vec::new();
+        self.event_id.paths(&mut paths);
+        self.event_type.paths(&mut paths);
+        if let Some(e) = &self.occurred_at {
+            e.paths(&mut paths);
+        }
+        self.defaults.paths(&mut paths);
+        for rule in &self.rules {
+            rule.when.iter().for_each(|c| c.paths(&mut paths));
+            rule.fields.paths(&mut paths);
+        }
+        let mut event = Shape::default();
+        paths.into_iter().for_each(|p| event.read(p));
+        match &self.split {
+            None => event,
+            Some(split) => {
+                let mut body = Shape::default();
+                body.read_under(split, event);
+                body
+            }
+        }
+    }
+
     /// Whether every rule that emits can get a productId without `GREENFLASH_PRODUCT_ID`.
     pub fn sets_product_id_everywhere(&self) -> bool {
         self.defaults.get(Field::ProductId).is_some()

@@ -21,8 +21,9 @@ enum Kind {
     Query(Box<JpQuery>),
 }
 
+/// One step of a plain path.
 #[derive(Debug, Clone)]
-enum Step {
+pub(super) enum Step {
     Key(String),
     Index(i64),
 }
@@ -51,6 +52,19 @@ impl JsonPath {
         &self.text
     }
 
+    /// Whether the path is names and indexes only.
+    pub(super) fn is_plain(&self) -> bool {
+        matches!(self.kind, Kind::Plain(_))
+    }
+
+    /// The leading names and indexes of the path: all of it when it is plain.
+    pub(super) fn plain_prefix(&self) -> Vec<Step> {
+        match &self.kind {
+            Kind::Plain(steps) => steps.clone(),
+            Kind::Query(q) => q.segments.iter().map_while(plain_step).collect(),
+        }
+    }
+
     /// The first value the path selects, if any.
     pub fn first<'v>(&self, doc: &'v Value) -> Option<&'v Value> {
         match &self.kind {
@@ -75,15 +89,15 @@ impl JsonPath {
 }
 
 fn plain_steps(query: &JpQuery) -> Option<Vec<Step>> {
-    query
-        .segments
-        .iter()
-        .map(|segment| match segment {
-            Segment::Selector(Selector::Name(name)) => Some(Step::Key(unquote(name))),
-            Segment::Selector(Selector::Index(i)) => Some(Step::Index(*i)),
-            _ => None,
-        })
-        .collect()
+    query.segments.iter().map(plain_step).collect()
+}
+
+fn plain_step(segment: &Segment) -> Option<Step> {
+    match segment {
+        Segment::Selector(Selector::Name(name)) => Some(Step::Key(unquote(name))),
+        Segment::Selector(Selector::Index(i)) => Some(Step::Index(*i)),
+        _ => None,
+    }
 }
 
 /// jsonpath-rust keeps the quotes of bracketed names (`['a b']`) in `Selector::Name`.
