@@ -499,14 +499,23 @@ async fn run(o: Options) {
     );
     let (peak, rss_task) = watch_rss(pid);
     let cpu_before = cpu_seconds(pid);
+    let metrics_before = scrape(&addr).await;
     let sat = saturate(&addr, requests.clone(), o.connections, o.duration).await;
     let cpu = cpu_seconds(pid) - cpu_before;
+    let during = scrape(&addr).await.since(&metrics_before);
     line("bridge, saturation (durable acks)", &sat);
     println!(
         "{:<34} bridge CPU {:.1} s = {:.0} µs per accepted webhook",
         "",
         cpu,
         cpu * 1e6 / sat.ok.max(1) as f64
+    );
+    println!(
+        "{:<34} in the bridge {:.2} ms per webhook; store: {:.1} operations per commit, {:.2} ms per commit",
+        "",
+        during.mean("bridge_request_duration_seconds") * 1000.0,
+        during.mean("bridge_store_batch_jobs"),
+        during.mean("bridge_store_commit_seconds") * 1000.0,
     );
     let ratio =
         (sat.ok as f64 / sat.elapsed.as_secs_f64()) / (base.ok as f64 / base.elapsed.as_secs_f64());
@@ -545,27 +554,61 @@ async fn run(o: Options) {
         (accepted + fixed.ok as u64).saturating_sub(total_delivered)
     );
     rss_task.abort();
-    if let Ok(mut s) = TcpStream::connect(&addr).await {
-        let mut buf = Vec::new();
-        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-        if roundtrip(&mut s, req.as_bytes(), &mut buf).await.is_ok() {
-            let text = String::from_utf8_lossy(&buf);
-            for l in text.lines().filter(|l| {
-                l.starts_with("bridge_store_batch_jobs_sum")
-                    || l.starts_with("bridge_store_batch_jobs_count")
-                    || l.starts_with("bridge_store_commit_seconds_sum")
-                    || l.starts_with("bridge_store_commit_seconds_count")
-            }) {
-                println!("{:<34} {l}", "");
-            }
-        }
-    }
     println!(
         "{:<34} {:>8.1} MB peak RSS of the bridge",
         "",
         peak.load(Ordering::Relaxed) as f64 / 1024.0
     );
     drop(bridge);
+}
+
+/// Sums and counts of the bridge's histograms, from `/metrics`.
+#[derive(Default)]
+struct Histograms(std::collections::HashMap<String, f64>);
+
+impl Histograms {
+    fn since(mut self, before: &Histograms) -> Histograms {
+        for (k, v) in self.0.iter_mut() {
+            *v -= before.0.get(k).copied().unwrap_or(0.0);
+        }
+        self
+    }
+
+    /// The mean of a histogram over all its label sets.
+    fn mean(&self, name: &str) -> f64 {
+        let total = |suffix: &str| -> f64 {
+            self.0
+                .iter()
+                .filter(|(k, _)| {
+                    k.strip_prefix(name)
+                        .and_then(|rest| rest.strip_prefix(suffix))
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+                })
+                .map(|(_, v)| v)
+                .sum()
+        };
+        total("_sum") / total("_count").max(1.0)
+    }
+}
+
+async fn scrape(addr: &str) -> Histograms {
+    let mut found = Histograms::default();
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return found;
+    };
+    let mut buf = Vec::new();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    if roundtrip(&mut s, req.as_bytes(), &mut buf).await.is_ok() {
+        for l in String::from_utf8_lossy(&buf).lines() {
+            if let Some((key, value)) = l.rsplit_once(' ')
+                && (key.contains("_sum") || key.contains("_count"))
+                && let Ok(v) = value.parse::<f64>()
+            {
+                found.0.insert(key.to_string(), v);
+            }
+        }
+    }
+    found
 }
 
 fn cpu_model() -> String {

@@ -1,10 +1,10 @@
 //! SQLite engine: WAL, `synchronous=FULL`, and one writer thread that owns the connection.
 //!
 //! Every operation is a job sent to that thread. The thread takes whatever jobs are queued
-//! (up to `MAX_BATCH`), runs each in its own savepoint inside one `BEGIN IMMEDIATE`
-//! transaction, commits once, and only then answers the callers. Under load many webhooks
-//! share one fsync (group commit); when idle a lone webhook commits at once — no timer, so no
-//! added latency.
+//! (up to `MAX_BATCH`), runs them all in one `BEGIN IMMEDIATE` transaction, commits once, and
+//! only then answers the callers; if one job fails, each then runs again in a transaction of
+//! its own. Under load many webhooks share one fsync (group commit); when idle a lone webhook
+//! commits at once — no timer, so no added latency.
 
 use std::path::Path;
 use std::thread;
@@ -25,7 +25,6 @@ const MAX_BATCH: usize = 512;
 const QUEUE: usize = 4096;
 /// How long a write waits for a lock held by another process before failing with 503.
 const BUSY_TIMEOUT_MS: u32 = 5000;
-
 const SCHEMA_V1: &str = "
 CREATE TABLE webhooks (
     id          INTEGER PRIMARY KEY,
@@ -83,14 +82,15 @@ CREATE INDEX outbox_dead ON outbox (updated_at) WHERE state = 'dead';
 
 /// One operation for the writer thread.
 trait Job: Send {
-    /// Runs inside the batch transaction; says whether it succeeded.
+    /// Runs inside a batch transaction; says whether it succeeded. May run a second time, alone,
+    /// after the batch was rolled back because another job in it failed.
     fn run(&mut self, conn: &Connection) -> bool;
-    /// Answers the caller once the batch has committed, or failed to.
+    /// Answers the caller once its transaction has committed, or failed to.
     fn finish(self: Box<Self>, committed: Result<(), String>);
 }
 
 struct Call<T, F> {
-    work: Option<F>,
+    work: F,
     outcome: Option<Result<T, rusqlite::Error>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
@@ -98,12 +98,12 @@ struct Call<T, F> {
 impl<T, F> Job for Call<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send,
+    F: Fn(&Connection) -> Result<T, rusqlite::Error> + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let outcome = self.work.take().map(|work| work(conn));
-        let ok = matches!(outcome, Some(Ok(_)));
-        self.outcome = outcome;
+        let outcome = (self.work)(conn);
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
         ok
     }
 
@@ -161,11 +161,11 @@ impl SqliteStore {
     async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Call {
-            work: Some(work),
+            work,
             outcome: None,
             reply,
         });
@@ -197,33 +197,55 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         let started = std::time::Instant::now();
-        let committed = run_batch(&mut conn, &mut batch);
-        crate::telemetry::store_batch(batch.len(), started.elapsed());
-        if let Err(why) = &committed {
-            tracing::error!(error = %why, jobs = batch.len(), "Store could not commit; the batch is rolled back.");
+        let jobs = batch.len();
+        match run_together(&mut conn, &mut batch) {
+            Ok(Ran::Settled) => batch.into_iter().for_each(|job| job.finish(Ok(()))),
+            // Each job runs again in a transaction of its own, so that the failing one cannot
+            // spoil the others. (Cheaper than a savepoint per job in the common case, where every
+            // job succeeds: savepoints journal each page they touch.)
+            Ok(Ran::RolledBack) => {
+                for mut job in batch {
+                    let ran = run_together(&mut conn, std::slice::from_mut(&mut job));
+                    job.finish(ran.map(|_| ()));
+                }
+            }
+            Err(why) => {
+                tracing::error!(error = %why, jobs, "Store could not commit; the batch is rolled back.");
+                batch
+                    .into_iter()
+                    .for_each(|job| job.finish(Err(why.clone())));
+            }
         }
-        for job in batch {
-            job.finish(committed.clone());
-        }
+        crate::telemetry::store_batch(jobs, started.elapsed());
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+/// How a transaction of several jobs ended, when the store itself did not fail.
+enum Ran {
+    /// Every job's outcome stands: all succeeded and committed, or the only job failed (and its
+    /// error is its answer).
+    Settled,
+    /// One of several jobs failed, so all of them were rolled back.
+    RolledBack,
+}
+
+/// Runs `jobs` in one transaction, committing only if all succeed.
+fn run_together(conn: &mut Connection, jobs: &mut [Box<dyn Job>]) -> Result<Ran, String> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
-    for job in batch.iter_mut() {
-        // A savepoint per job, so that one failing job cannot spoil the others.
-        tx.execute_batch("SAVEPOINT job")
-            .map_err(|e| e.to_string())?;
-        let end = if job.run(&tx) {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
-        };
-        tx.execute_batch(end).map_err(|e| e.to_string())?;
+    for job in jobs.iter_mut() {
+        if !job.run(&tx) {
+            // Dropping the transaction rolls it back.
+            return Ok(if jobs.len() == 1 {
+                Ran::Settled
+            } else {
+                Ran::RolledBack
+            });
+        }
     }
-    tx.commit().map_err(|e| e.to_string())
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(Ran::Settled)
 }
 
 #[async_trait]
@@ -498,4 +520,49 @@ fn complete(
             .execute(params![id, owner, now_ms]),
     }
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_job_is_rolled_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("s.db")).await.unwrap());
+        store
+            .call(|conn| conn.execute_batch("CREATE TABLE t (n INTEGER)"))
+            .await
+            .unwrap();
+        // Sent together, so that they share batches; the odd ones write and then fail.
+        let calls: Vec<_> = (0..64i64)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .call(move |conn| {
+                            conn.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                            if n % 2 == 1 {
+                                return Err(rusqlite::Error::InvalidQuery);
+                            }
+                            Ok(n)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for (n, call) in calls.into_iter().enumerate() {
+            let answer = call.await.unwrap();
+            assert_eq!(answer.is_ok(), n % 2 == 0, "call {n}: {answer:?}");
+        }
+        let stored: Vec<i64> = store
+            .call(|conn| {
+                conn.prepare("SELECT n FROM t ORDER BY n")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored, (0..64).step_by(2).collect::<Vec<i64>>());
+    }
 }
