@@ -9,6 +9,64 @@ use super::{
     StoredWebhook,
 };
 
+/// Adds an outbox event: source, event_id, rule, insert_id, payload, due/created time,
+/// request_id, webhook_id.
+pub(super) const INSERT_OUTBOX: &str = "INSERT INTO outbox (source, event_id, rule, insert_id,
+    payload, next_attempt_at, created_at, updated_at, request_id, webhook_id)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8)";
+
+/// A webhook body as the store keeps it: LZ4-compressed when that makes it smaller (JSON
+/// bodies shrink to a third or less, which is most of the bytes written per webhook).
+pub(super) enum StoredBody {
+    Identity,
+    Lz4(Vec<u8>),
+}
+
+impl StoredBody {
+    pub(super) fn encode(body: &[u8]) -> Self {
+        let compressed = lz4_flex::compress_prepend_size(body);
+        if compressed.len() < body.len() {
+            Self::Lz4(compressed)
+        } else {
+            Self::Identity
+        }
+    }
+
+    pub(super) fn encoding(&self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Lz4(_) => "lz4",
+        }
+    }
+
+    /// The bytes to store for `body`.
+    pub(super) fn bytes<'b>(&'b self, body: &'b [u8]) -> &'b [u8] {
+        match self {
+            Self::Identity => body,
+            Self::Lz4(compressed) => compressed,
+        }
+    }
+
+    /// The body as received, from what the store kept.
+    fn decode(encoding: &str, stored: Vec<u8>) -> rusqlite::Result<Vec<u8>> {
+        match encoding {
+            "identity" => Ok(stored),
+            "lz4" => lz4_flex::decompress_size_prepended(&stored).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Blob,
+                    Box::new(e),
+                )
+            }),
+            other => Err(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("unknown body encoding {other:?}").into(),
+            )),
+        }
+    }
+}
+
 const OUTBOX_COLUMNS: &str = "id, source, event_id, rule, insert_id, state, attempts, last_status, last_error, created_at, updated_at, payload";
 
 fn outbox_row(r: &Row<'_>) -> rusqlite::Result<DeadLetter> {
@@ -89,7 +147,7 @@ pub(super) fn stored_webhooks(
     query: &ReplayQuery,
 ) -> rusqlite::Result<Vec<StoredWebhook>> {
     let mut webhooks_stmt = conn.prepare_cached(
-        "SELECT id, received_at, headers, body FROM webhooks
+        "SELECT id, received_at, headers, body, body_encoding FROM webhooks
          WHERE source = ?1 AND (?2 IS NULL OR received_at >= ?2) AND (?3 IS NULL OR received_at < ?3)
          ORDER BY received_at, id",
     )?;
@@ -99,14 +157,14 @@ pub(super) fn stored_webhooks(
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, String>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
+                StoredBody::decode(&r.get::<_, String>(4)?, r.get(3)?)?,
             ))
         })?;
     let mut events_stmt = conn.prepare_cached(
         "SELECT event_id, status FROM provider_events WHERE webhook_id = ?1 ORDER BY event_id",
     )?;
     let mut outbox_stmt = conn.prepare_cached(
-        "SELECT rule, insert_id, payload FROM outbox WHERE source = ?1 AND event_id = ?2 ORDER BY id",
+        "SELECT rule, insert_id, payload FROM outbox WHERE webhook_id = ?1 AND event_id = ?2 ORDER BY id",
     )?;
     let mut out = Vec::new();
     for row in rows {
@@ -121,7 +179,7 @@ pub(super) fn stored_webhooks(
                 continue;
             }
             let emitted = outbox_stmt
-                .query_map(params![query.source, event_id], |r| {
+                .query_map(params![id, event_id], |r| {
                     Ok(StoredEmission {
                         rule: r.get(0)?,
                         insert_id: r.get(1)?,
@@ -157,14 +215,11 @@ pub(super) fn record_replay(
     let mut status = conn.prepare_cached(
         "UPDATE provider_events SET status = ?3, detail = ?4 WHERE source = ?1 AND event_id = ?2",
     )?;
-    let mut request = conn.prepare_cached(
-        "SELECT w.request_id FROM provider_events p JOIN webhooks w ON w.id = p.webhook_id
+    let mut webhook = conn.prepare_cached(
+        "SELECT w.request_id, w.id FROM provider_events p JOIN webhooks w ON w.id = p.webhook_id
          WHERE p.source = ?1 AND p.event_id = ?2",
     )?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at, updated_at, request_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7)",
-    )?;
+    let mut insert = conn.prepare_cached(INSERT_OUTBOX)?;
     for update in updates {
         status.execute(params![
             source,
@@ -172,8 +227,10 @@ pub(super) fn record_replay(
             update.status,
             update.detail
         ])?;
-        let request_id: String = request
-            .query_row(params![source, update.event_id], |r| r.get(0))
+        let (request_id, webhook_id): (String, i64) = webhook
+            .query_row(params![source, update.event_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?
             .unwrap_or_default();
         for out in &update.outbox {
@@ -184,7 +241,8 @@ pub(super) fn record_replay(
                 out.insert_id,
                 out.payload,
                 now_ms,
-                request_id
+                request_id,
+                webhook_id,
             ])?;
         }
     }
@@ -201,7 +259,7 @@ pub(super) fn prune(conn: &Connection, before_ms: i64) -> rusqlite::Result<Prune
     // mapping failures are kept for replay.
     let provider_events = conn.execute(
         "DELETE FROM provider_events WHERE received_at < ?1 AND status IN ('mapped', 'ignored')
-         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.source = provider_events.source
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.webhook_id = provider_events.webhook_id
                          AND o.event_id = provider_events.event_id)",
         params![before_ms],
     )? as u64;
