@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, env = "GREENFLASH_PRODUCT_ID")]
     product_id: Option<String>,
     /// Deliveries in flight at once.
-    #[arg(long, env = "BRIDGE_DELIVERY_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "BRIDGE_DELIVERY_CONCURRENCY", default_value_t = 128)]
     delivery_concurrency: usize,
     /// Timeout of one delivery request.
     #[arg(long, env = "BRIDGE_DELIVERY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

@@ -4,6 +4,7 @@
 //! however often it is retried (at-least-once delivery, effectively once).
 
 mod client;
+mod outcomes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 
 pub use client::{Attempt, GreenflashClient, parse_retry_after};
+use outcomes::Outcomes;
 
 use crate::store::{Completion, Leased, Store, now_ms};
 use crate::telemetry;
@@ -74,7 +76,7 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
-            concurrency: 32,
+            concurrency: 128,
             auth_probe_interval: Duration::from_secs(30),
             lease: Duration::from_secs(60),
             idle_poll: Duration::from_secs(1),
@@ -137,6 +139,7 @@ impl Dispatcher {
     /// Runs until `shutdown` turns true, then waits for in-flight deliveries up to `grace`.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let outcomes = Outcomes::start(self.store.clone(), self.owner.clone());
         let this = Arc::new(self);
         let mut last_shared_check = std::time::Instant::now() - SHARED_THROTTLE_CHECK;
         // Lease in batches: when only a few deliveries have finished, wait briefly for more
@@ -200,8 +203,9 @@ impl Dispatcher {
                             return;
                         };
                         let this = this.clone();
+                        let outcomes = outcomes.clone();
                         tokio::spawn(async move {
-                            this.deliver(event).await;
+                            this.deliver(event, &outcomes).await;
                             drop(permit);
                         });
                     }
@@ -245,7 +249,7 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver(&self, event: Leased) {
+    async fn deliver(&self, event: Leased, outcomes: &Outcomes) {
         let completion = match &self.sink {
             Sink::DryRun => {
                 tracing::info!(insert_id = %event.insert_id, source = %event.source, payload = %event.payload, "Dry run: event not sent.");
@@ -264,11 +268,7 @@ impl Dispatcher {
                 self.judge(&event, attempt).await
             }
         };
-        if let Err(e) = self
-            .store
-            .complete(&self.owner, now_ms(), vec![completion])
-            .await
-        {
+        if let Err(e) = outcomes.record(completion).await {
             // The lease will expire and the event will be sent again with the same insertId.
             tracing::error!(error = %e, insert_id = %event.insert_id, "Cannot record a delivery outcome.");
         }

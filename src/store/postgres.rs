@@ -282,7 +282,9 @@ impl Store for PostgresStore {
         now_ms: i64,
         done: Vec<Completion>,
     ) -> Result<(), StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        // One commit for the whole group of outcomes.
+        let client = client.transaction().await?;
         for completion in done {
             // `lease_owner = $2` fences a worker whose lease expired and was taken over.
             match completion {
@@ -324,6 +326,7 @@ impl Store for PostgresStore {
                 }
             };
         }
+        client.commit().await?;
         Ok(())
     }
 
