@@ -35,6 +35,8 @@ struct Options {
     connections: usize,
     store_dir: PathBuf,
     store_url: Option<String>,
+    /// Instead of the phases: a fixed-rate run this long, watching memory and the queue.
+    soak: Option<Duration>,
 }
 
 fn options() -> Options {
@@ -49,6 +51,7 @@ fn options() -> Options {
         connections: 64,
         store_dir: root.join("target/loadtest"),
         store_url: None,
+        soak: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -60,9 +63,10 @@ fn options() -> Options {
             "--rate" => o.rate = value.parse().unwrap_or(2000),
             "--connections" => o.connections = value.parse().unwrap_or(64),
             "--store" => o.store_url = Some(value),
+            "--soak" => o.soak = Some(Duration::from_secs(value.parse().unwrap_or(600))),
             other => {
                 eprintln!(
-                    "unknown option {other}; use --bridge PATH --duration SECS --rate N --connections N --store URL"
+                    "unknown option {other}; use --bridge PATH --duration SECS --rate N --connections N --store URL --soak SECS"
                 );
                 std::process::exit(2);
             }
@@ -83,7 +87,11 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            runtime.block_on(run(options()));
+            let o = options();
+            match o.soak {
+                Some(length) => runtime.block_on(soak(o, length)),
+                None => runtime.block_on(run(o)),
+            }
         }
     }
 }
@@ -211,33 +219,56 @@ async fn start_bridge(o: &Options, sink: &str) -> (Child, String, Duration) {
 
 /// Pre-built requests: unique event ids, each signed the way Stripe signs.
 fn build_requests(count: usize, addr: &str) -> Vec<Vec<u8>> {
-    let template: serde_json::Value = serde_json::from_slice(include_bytes!(
-        "../../tests/fixtures/stripe/invoice.paid.json"
-    ))
-    .expect("fixture");
-    let now = std::time::SystemTime::now()
+    let signer = Signer::new(addr);
+    let now = unix_now();
+    (0..count)
+        .map(|i| signer.request(&format!("evt_load_{}_{i:09}", now % 1_000_000), now))
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let run = now % 1_000_000;
-    (0..count)
-        .map(|i| {
-            let mut doc = template.clone();
-            doc["id"] = serde_json::Value::String(format!("evt_load_{run}_{i:09}"));
-            let body = serde_json::to_vec(&doc).expect("json");
-            let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-            mac.update(format!("{now}.").as_bytes());
-            mac.update(&body);
-            let sig = hex::encode(mac.finalize().into_bytes());
-            let mut req = format!(
-                "POST /webhooks/stripe HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nStripe-Signature: t={now},v1={sig}\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            req.extend_from_slice(&body);
-            req
-        })
-        .collect()
+        .unwrap_or(0)
+}
+
+/// Builds Stripe `invoice.paid` webhooks, signed as Stripe signs them.
+struct Signer {
+    template: serde_json::Value,
+    addr: String,
+}
+
+impl Signer {
+    fn new(addr: &str) -> Self {
+        let template = serde_json::from_slice(include_bytes!(
+            "../../tests/fixtures/stripe/invoice.paid.json"
+        ))
+        .expect("fixture");
+        Self {
+            template,
+            addr: addr.to_string(),
+        }
+    }
+
+    /// The whole HTTP request for event `id`, signed at `now` (Unix seconds).
+    fn request(&self, id: &str, now: u64) -> Vec<u8> {
+        let mut doc = self.template.clone();
+        doc["id"] = serde_json::Value::String(id.to_string());
+        let body = serde_json::to_vec(&doc).expect("json");
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(format!("{now}.").as_bytes());
+        mac.update(&body);
+        let sig = hex::encode(mac.finalize().into_bytes());
+        let mut req = format!(
+            "POST /webhooks/stripe HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nStripe-Signature: t={now},v1={sig}\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&body);
+        req
+    }
 }
 
 /// Sends one request on a keep-alive connection and reads the whole response; the status.
@@ -352,12 +383,10 @@ async fn saturate(
 
 /// Open loop at a fixed rate; latency counts from the scheduled send time, so a stall shows up
 /// in the percentiles instead of silently lowering the rate (no coordinated omission).
-async fn fixed_rate(
-    addr: &str,
-    requests: Arc<Vec<Vec<u8>>>,
-    rate: u64,
-    duration: Duration,
-) -> Outcome {
+/// The `i`th request of a run, if there is one.
+type Requests = Arc<dyn Fn(usize) -> Option<Vec<u8>> + Send + Sync>;
+
+async fn fixed_rate(addr: &str, requests: Requests, rate: u64, duration: Duration) -> Outcome {
     let connections = 32usize;
     let total = ((rate as f64) * duration.as_secs_f64()) as usize;
     let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
@@ -380,13 +409,13 @@ async fn fixed_rate(
                 if i >= total {
                     break;
                 }
-                let Some(request) = requests.get(i) else {
-                    break;
-                };
                 let scheduled = start + offset + interval * k as u32;
                 tokio::time::sleep_until(scheduled.into()).await;
+                let Some(request) = requests(i) else {
+                    break;
+                };
                 sent += 1;
-                if let Ok(status) = roundtrip(&mut stream, request, &mut buf).await
+                if let Ok(status) = roundtrip(&mut stream, &request, &mut buf).await
                     && (200..300).contains(&status)
                 {
                     ok += 1;
@@ -510,13 +539,7 @@ async fn run(o: Options) {
         cpu,
         cpu * 1e6 / sat.ok.max(1) as f64
     );
-    println!(
-        "{:<34} in the bridge {:.2} ms per webhook; store: {:.1} operations per commit, {:.2} ms per commit",
-        "",
-        during.mean("bridge_request_duration_seconds") * 1000.0,
-        during.mean("bridge_store_batch_jobs"),
-        during.mean("bridge_store_commit_seconds") * 1000.0,
-    );
+    report_bridge_time(&during);
     let ratio =
         (sat.ok as f64 / sat.elapsed.as_secs_f64()) / (base.ok as f64 / base.elapsed.as_secs_f64());
     println!("{:<34} {:>8.1}% of the bare baseline", "", ratio * 100.0);
@@ -541,9 +564,13 @@ async fn run(o: Options) {
         before
     );
 
-    let rest = Arc::new(requests[sat.sent.min(requests.len())..].to_vec());
+    let first = sat.sent.min(requests.len());
+    let rest: Requests = Arc::new(move |i| requests.get(first + i).cloned());
+    let metrics_before = scrape(&addr).await;
     let fixed = fixed_rate(&addr, rest, o.rate, o.duration).await;
+    let during = scrape(&addr).await.since(&metrics_before);
     line(&format!("bridge, fixed {}/s", o.rate), &fixed);
+    report_bridge_time(&during);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total_delivered = sink_count(&sink).await;
     println!(
@@ -560,6 +587,17 @@ async fn run(o: Options) {
         peak.load(Ordering::Relaxed) as f64 / 1024.0
     );
     drop(bridge);
+}
+
+/// Where a phase's time went inside the bridge, from its own histograms.
+fn report_bridge_time(during: &Histograms) {
+    println!(
+        "{:<34} in the bridge {:.2} ms per webhook; store: {:.1} operations per commit, {:.2} ms per commit",
+        "",
+        during.mean("bridge_request_duration_seconds") * 1000.0,
+        during.mean("bridge_store_batch_jobs"),
+        during.mean("bridge_store_commit_seconds") * 1000.0,
+    );
 }
 
 /// Sums and counts of the bridge's histograms, from `/metrics`.
@@ -609,6 +647,71 @@ async fn scrape(addr: &str) -> Histograms {
         }
     }
     found
+}
+
+/// `--soak SECS`: the bridge at a fixed rate for a long run, with webhooks signed as they are
+/// sent (a pre-built pool would go stale under Stripe's five-minute tolerance). Prints the
+/// bridge's RSS and the delivery backlog every minute, so growth shows.
+async fn soak(o: Options, length: Duration) {
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    println!("soak: {} s at {}/s\n", length.as_secs(), o.rate);
+    let (_sink_child, sink) = helper("serve-sink").await;
+    let (bridge, addr, _) = start_bridge(&o, &sink).await;
+    let pid = bridge.id().unwrap_or(0);
+    let signer = Arc::new(Signer::new(&addr));
+    let run = unix_now() % 1_000_000;
+    let requests: Requests =
+        Arc::new(move |i| Some(signer.request(&format!("evt_soak_{run}_{i:09}"), unix_now())));
+    let started = Instant::now();
+    let mut load = tokio::spawn({
+        let addr = addr.clone();
+        async move { fixed_rate(&addr, requests, o.rate, length).await }
+    });
+    let (peak, rss_task) = watch_rss(pid);
+    let mut first_minute = None;
+    let outcome = loop {
+        tokio::select! {
+            done = &mut load => break done,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        let rss = rss_mb(pid);
+        first_minute.get_or_insert(rss);
+        let delivered = sink_count(&sink).await;
+        let expected = (started.elapsed().as_secs_f64() * o.rate as f64) as u64;
+        println!(
+            "{:>5.0} s   RSS {:>6.1} MB   delivered {:>8}   ~{:>6} behind the rate",
+            started.elapsed().as_secs_f64(),
+            rss,
+            delivered,
+            expected.saturating_sub(delivered)
+        );
+    };
+    let Ok(outcome) = outcome else {
+        return;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    line(&format!("bridge, fixed {}/s, soak", o.rate), &outcome);
+    let delivered = sink_count(&sink).await;
+    println!(
+        "{:<34} {} accepted, {} delivered, backlog {}",
+        "queue at the end",
+        outcome.ok,
+        delivered,
+        (outcome.ok as u64).saturating_sub(delivered)
+    );
+    println!(
+        "{:<34} RSS after the first minute {:.1} MB, at the end {:.1} MB, peak {:.1} MB",
+        "",
+        first_minute.unwrap_or(0.0),
+        rss_mb(pid),
+        peak.load(Ordering::Relaxed) as f64 / 1024.0
+    );
+    rss_task.abort();
+    drop(bridge);
 }
 
 fn cpu_model() -> String {

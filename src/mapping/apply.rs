@@ -288,9 +288,10 @@ impl Source {
     ) -> Result<Event, String> {
         let explain = notes.is_some();
         let log = std::cell::RefCell::new(Vec::new());
-        let note = |text: String| {
+        // Notes are written only for a dry run that explains, not on the accept path.
+        let note = |text: &dyn Fn() -> String| {
             if explain {
-                log.borrow_mut().push(text);
+                log.borrow_mut().push(text());
             }
         };
         let get = |field: Field| -> Option<Value> {
@@ -300,9 +301,9 @@ impl Source {
             };
             let value = expr.and_then(|e| e.eval(scope));
             match (&value, expr) {
-                (None, Some(_)) => note(format!("{}: absent, omitted", field.key())),
+                (None, Some(_)) => note(&|| format!("{}: absent, omitted", field.key())),
                 (Some(_), Some(_)) if from_defaults => {
-                    note(format!("{}: from [defaults]", field.key()))
+                    note(&|| format!("{}: from [defaults]", field.key()))
                 }
                 _ => {}
             }
@@ -339,7 +340,7 @@ impl Source {
         let product_id = match text(get(Field::ProductId)) {
             Some(id) => id,
             None => {
-                note("product_id: from GREENFLASH_PRODUCT_ID".into());
+                note(&|| "product_id: from GREENFLASH_PRODUCT_ID".into());
                 options
                     .default_product_id
                     .ok_or("product_id: absent, and GREENFLASH_PRODUCT_ID is not set")?
@@ -351,7 +352,7 @@ impl Source {
             None => {
                 let at = self.occurred_at.as_ref().and_then(|e| text(e.eval(scope)));
                 if at.is_some() {
-                    note("event_at: from [source].occurred_at".into());
+                    note(&|| "event_at: from [source].occurred_at".into());
                 }
                 at
             }
