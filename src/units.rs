@@ -1,7 +1,32 @@
-//! Human-friendly durations (`"500ms"`, `"30s"`, `"5m"`, `"72h"`, `"30d"`) and byte sizes
-//! (`"1MiB"`) for mapping files and command-line flags.
+//! Human-friendly durations (`"500ms"`, `"30s"`, `"5m"`, `"72h"`, `"30d"`), byte sizes
+//! (`"1MiB"`) and timestamp notations for mapping files and command-line flags.
 
 use std::time::Duration;
+
+/// How a timestamp is written, in a payload (`time` in a mapping) or in a signature header
+/// (`timestamp_format` of a generic HMAC scheme).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// Seconds since the epoch (Stripe `created`).
+    Unix,
+    /// Milliseconds since the epoch (HubSpot `occurredAt`).
+    UnixMs,
+    /// An RFC 3339 / ISO 8601 string with an offset (Paddle, Shopify).
+    Iso8601,
+}
+
+impl TimeFormat {
+    pub const NAMES: &'static [&'static str] = &["unix", "unix_ms", "iso8601"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "unix" => Some(Self::Unix),
+            "unix_ms" => Some(Self::UnixMs),
+            "iso8601" => Some(Self::Iso8601),
+            _ => None,
+        }
+    }
+}
 
 /// Parses a whole number followed by one of `ms`, `s`, `m`, `h`, `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use greenflash_bridge::inbound::{Headers, Request};
+use greenflash_bridge::units::TimeFormat;
 use greenflash_bridge::verify::{
-    Algorithm, Encoding, HmacOptions, Rejection, Scheme, SecretEncoding, Spec, TimestampFormat,
-    Verifier, parse_message,
+    Algorithm, Encoding, HmacOptions, Rejection, Scheme, SecretEncoding, Spec, Verifier,
+    parse_message,
 };
 
 fn verifier(spec: &Spec, secrets: &str) -> Verifier {
@@ -475,7 +476,7 @@ fn generic_hmac_reproduces_a_provider_preset() {
         encoding: Encoding::Hex,
         prefix: Some("sha256=".into()),
         timestamp_header: None,
-        timestamp_format: TimestampFormat::Unix,
+        timestamp_format: TimeFormat::Unix,
         message: None,
         secret_encoding: SecretEncoding::Utf8,
     });
@@ -501,7 +502,7 @@ fn generic_hmac_reproduces_a_provider_preset() {
         encoding: Encoding::Hex,
         prefix: Some("v0=".into()),
         timestamp_header: Some("X-Slack-Request-Timestamp".into()),
-        timestamp_format: TimestampFormat::Unix,
+        timestamp_format: TimeFormat::Unix,
         message: Some(parse_message("v0:{timestamp}:{body}").unwrap()),
         secret_encoding: SecretEncoding::Utf8,
     });
@@ -569,7 +570,7 @@ fn case(scheme: Scheme) -> (Spec, &'static str) {
                 encoding: Encoding::Base64,
                 prefix: None,
                 timestamp_header: Some("X-Timestamp".into()),
-                timestamp_format: TimestampFormat::UnixMs,
+                timestamp_format: TimeFormat::UnixMs,
                 message: Some(parse_message("{timestamp}:{method}:{body}").unwrap()),
                 secret_encoding: SecretEncoding::Utf8,
             });

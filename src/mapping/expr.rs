@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::path::JsonPath;
-use super::transform::{self, TimeFormat};
+use super::transform;
 use crate::inbound::Headers;
+use crate::units::TimeFormat;
 
 /// What an expression can see: the provider event, the request headers and the names the
 /// pipeline knows about the event.

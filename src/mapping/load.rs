@@ -21,10 +21,10 @@ use super::expr::{Case, Coerce, Expr, Part, Var};
 use super::model::{Catalog, Field, Fields, Pattern, Rule, Source};
 use super::path::JsonPath;
 use super::shape::Shape;
-use super::transform::TimeFormat;
 use crate::greenflash::{Influence, ValueType, is_uuid};
+use crate::units::TimeFormat;
 use crate::verify::{
-    Algorithm, Encoding, HmacOptions, Scheme, SecretEncoding, Spec, TimestampFormat, parse_message,
+    Algorithm, Encoding, HmacOptions, Scheme, SecretEncoding, Spec, parse_message,
 };
 
 /// Top-level tables of a mapping file.
@@ -464,13 +464,10 @@ impl<'a> Loader<'a> {
             None => Encoding::Hex,
         };
         let timestamp_format = match get(table, "timestamp_format") {
-            Some(v) => self.enumerated(
-                v,
-                "timestamp_format",
-                TimestampFormat::NAMES,
-                TimestampFormat::parse,
-            )?,
-            None => TimestampFormat::Unix,
+            Some(v) => {
+                self.enumerated(v, "timestamp_format", TimeFormat::NAMES, TimeFormat::parse)?
+            }
+            None => TimeFormat::Unix,
         };
         let secret_encoding = match get(table, "secret_encoding") {
             Some(v) => self.enumerated(

@@ -7,9 +7,9 @@ use super::load::{
     CONDITION_KEYS, EXPR_MODIFIERS, EXPR_SOURCES, FILE_KEYS, RULE_KEYS, SOURCE_KEYS, VERIFY_KEYS,
 };
 use super::model::Field;
-use super::transform::TimeFormat;
 use crate::greenflash::{Influence, ValueType};
-use crate::verify::{Algorithm, Encoding, Scheme, SecretEncoding, TimestampFormat};
+use crate::units::TimeFormat;
+use crate::verify::{Algorithm, Encoding, Scheme, SecretEncoding};
 
 fn describe(key: &str) -> &'static str {
     match key {
@@ -126,7 +126,7 @@ pub fn schema() -> Value {
             "scheme" => strings(Scheme::NAMES),
             "algorithm" => strings(Algorithm::NAMES),
             "encoding" => strings(Encoding::NAMES),
-            "timestamp_format" => strings(TimestampFormat::NAMES),
+            "timestamp_format" => strings(TimeFormat::NAMES),
             "secret_encoding" => strings(SecretEncoding::NAMES),
             "secrets_env" => json!({ "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }),
             _ => json!({ "type": "string" }),

@@ -6,6 +6,8 @@ use serde_json::{Number, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::units::TimeFormat;
+
 /// The ISO 4217 minor-unit exponent of `currency` (any case). Currencies not listed use 2.
 pub fn currency_exponent(currency: &str) -> u32 {
     match currency.to_ascii_uppercase().as_str() {
@@ -50,30 +52,6 @@ pub fn as_number(value: &Value) -> Option<f64> {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
-    }
-}
-
-/// How a timestamp is written in the provider's payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeFormat {
-    /// Seconds since the epoch (Stripe `created`).
-    Unix,
-    /// Milliseconds since the epoch (HubSpot `occurredAt`).
-    UnixMs,
-    /// An RFC 3339 / ISO 8601 string with an offset (Paddle, Shopify).
-    Iso8601,
-}
-
-impl TimeFormat {
-    pub const NAMES: &'static [&'static str] = &["unix", "unix_ms", "iso8601"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "unix" => Some(Self::Unix),
-            "unix_ms" => Some(Self::UnixMs),
-            "iso8601" => Some(Self::Iso8601),
-            _ => None,
-        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 use super::mac::{self, Algorithm};
 use super::{Context, Rejection, Scheme, Secret, Spec, base64_decode, base64_encode, first_match};
+use crate::units::TimeFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -76,55 +77,35 @@ impl SecretEncoding {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimestampFormat {
-    Unix,
-    UnixMs,
-    Iso8601,
+/// Unix seconds of a signature timestamp written in `format`.
+fn timestamp_seconds(format: TimeFormat, text: &str) -> Option<i64> {
+    match format {
+        TimeFormat::Unix => text.trim().parse().ok(),
+        TimeFormat::UnixMs => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .map(|ms| ms.div_euclid(1000)),
+        TimeFormat::Iso8601 => {
+            time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| t.unix_timestamp())
+        }
+    }
 }
 
-impl TimestampFormat {
-    pub const NAMES: &'static [&'static str] = &["unix", "unix_ms", "iso8601"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "unix" => Some(Self::Unix),
-            "unix_ms" => Some(Self::UnixMs),
-            "iso8601" => Some(Self::Iso8601),
-            _ => None,
-        }
-    }
-
-    /// Unix seconds of a timestamp written in this format.
-    fn seconds(self, text: &str) -> Option<i64> {
-        match self {
-            Self::Unix => text.trim().parse().ok(),
-            Self::UnixMs => text
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .map(|ms| ms.div_euclid(1000)),
-            Self::Iso8601 => time::OffsetDateTime::parse(
-                text.trim(),
-                &time::format_description::well_known::Rfc3339,
-            )
+/// `now` (Unix seconds) written in `format`, for signing.
+fn render_timestamp(format: TimeFormat, now: i64) -> String {
+    match format {
+        TimeFormat::Unix => now.to_string(),
+        TimeFormat::UnixMs => (now * 1000).to_string(),
+        TimeFormat::Iso8601 => time::OffsetDateTime::from_unix_timestamp(now)
             .ok()
-            .map(|t| t.unix_timestamp()),
-        }
-    }
-
-    fn render(self, now: i64) -> String {
-        match self {
-            Self::Unix => now.to_string(),
-            Self::UnixMs => (now * 1000).to_string(),
-            Self::Iso8601 => time::OffsetDateTime::from_unix_timestamp(now)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default(),
-        }
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -186,7 +167,7 @@ pub struct HmacOptions {
     /// Before the encoded signature in the header, such as `"sha256="`.
     pub prefix: Option<String>,
     pub timestamp_header: Option<String>,
-    pub timestamp_format: TimestampFormat,
+    pub timestamp_format: TimeFormat,
     /// Default `{body}`, or `{timestamp}.{body}` with a timestamp header.
     pub message: Option<Vec<MessagePart>>,
     pub secret_encoding: SecretEncoding,
@@ -200,7 +181,7 @@ pub(super) struct HmacScheme {
     /// Tried in order; the first present one is used.
     headers: Vec<String>,
     prefix: Option<String>,
-    timestamp: Option<(String, TimestampFormat)>,
+    timestamp: Option<(String, TimeFormat)>,
     message: Vec<MessagePart>,
 }
 
@@ -216,7 +197,7 @@ impl HmacScheme {
                       encoding,
                       headers: &[&str],
                       prefix: Option<&str>,
-                      timestamp: Option<(&str, TimestampFormat)>,
+                      timestamp: Option<(&str, TimeFormat)>,
                       message: Vec<MessagePart>| HmacScheme {
             algorithm,
             encoding,
@@ -282,7 +263,7 @@ impl HmacScheme {
                 Hex,
                 &["x-slack-signature"],
                 Some("v0="),
-                Some(("x-slack-request-timestamp", TimestampFormat::Unix)),
+                Some(("x-slack-request-timestamp", TimeFormat::Unix)),
                 vec![text("v0:"), Timestamp, text(":"), Body],
             ),
             Scheme::Zendesk => preset(
@@ -290,10 +271,7 @@ impl HmacScheme {
                 Base64,
                 &["x-zendesk-webhook-signature"],
                 None,
-                Some((
-                    "x-zendesk-webhook-signature-timestamp",
-                    TimestampFormat::Iso8601,
-                )),
+                Some(("x-zendesk-webhook-signature-timestamp", TimeFormat::Iso8601)),
                 vec![Timestamp, Body],
             ),
             Scheme::Close => preset(
@@ -301,7 +279,7 @@ impl HmacScheme {
                 Hex,
                 &["close-sig-hash"],
                 None,
-                Some(("close-sig-timestamp", TimestampFormat::Unix)),
+                Some(("close-sig-timestamp", TimeFormat::Unix)),
                 vec![Timestamp, Body],
             ),
             Scheme::HubspotV3 => preset(
@@ -309,7 +287,7 @@ impl HmacScheme {
                 Base64,
                 &["x-hubspot-signature-v3"],
                 None,
-                Some(("x-hubspot-request-timestamp", TimestampFormat::UnixMs)),
+                Some(("x-hubspot-request-timestamp", TimeFormat::UnixMs)),
                 vec![Method, Url, Body, Timestamp],
             ),
             Scheme::Hmac => {
@@ -346,7 +324,7 @@ impl HmacScheme {
             None => (None, None),
             Some((header, format)) => {
                 let t = headers.get_str(header).ok_or(Rejection::MissingSignature)?;
-                let seconds = format.seconds(t).ok_or(Rejection::MalformedSignature)?;
+                let seconds = timestamp_seconds(*format, t).ok_or(Rejection::MalformedSignature)?;
                 (Some(t), Some(seconds))
             }
         };
@@ -391,7 +369,7 @@ impl HmacScheme {
     ) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let timestamp = self.timestamp.as_ref().map(|(header, format)| {
-            let t = format.render(now);
+            let t = render_timestamp(*format, now);
             out.push((header.clone(), t.clone()));
             t
         });

@@ -21,9 +21,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-pub use self::hmac::{
-    Encoding, HmacOptions, MessagePart, SecretEncoding, TimestampFormat, parse_message,
-};
+pub use self::hmac::{Encoding, HmacOptions, MessagePart, SecretEncoding, parse_message};
 pub use mac::Algorithm;
 
 /// Constant-time equality for secrets of any length (admin tokens, shared credentials).
