@@ -95,6 +95,30 @@ fn a_malformed_body_is_refused_by_the_partial_parse_too() {
     }
 }
 
+#[test]
+fn a_form_body_becomes_an_object_of_its_fields() {
+    let loaded = load_dir(&repo_path("mappings")).expect("shipped mappings are valid");
+    let source = loaded.catalog.get("stripe").expect("stripe");
+    let body = b"From=%2B15551234567&Body=hello+there&Media=a&Media=b&Media=c";
+    for content_type in [
+        "application/x-www-form-urlencoded",
+        "Application/X-WWW-Form-Urlencoded; charset=utf-8",
+    ] {
+        let mut headers = Headers::new();
+        headers.insert("content-type", content_type.as_bytes());
+        assert_eq!(
+            source
+                .parse_body(&headers, body)
+                .expect("a form body parses"),
+            json!({"From": "+15551234567", "Body": "hello there", "Media": ["a", "b", "c"]}),
+            "{content_type}"
+        );
+    }
+    let mut json_headers = Headers::new();
+    json_headers.insert("content-type", b"application/json");
+    assert!(source.parse_body(&json_headers, body).is_err(), "not JSON");
+}
+
 // ---- random documents under random rules ----
 
 fn key() -> impl Strategy<Value = String> {

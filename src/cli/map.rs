@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use greenflash_bridge::inbound::Headers;
 use greenflash_bridge::mapping::Options;
 
@@ -33,15 +33,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let loaded = args.mappings.load()?;
-    let Some(source) = loaded.catalog.get(&args.source) else {
-        let known: Vec<&str> = loaded.catalog.sources.keys().map(String::as_str).collect();
-        bail!(
-            "no source named {:?}; known sources: {}",
-            args.source,
-            known.join(", ")
-        );
-    };
+    let source = args.mappings.load_source(&args.source)?;
     let body = read_input(&args.file)?;
     let headers = match &args.headers {
         Some(path) => {

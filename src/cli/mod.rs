@@ -68,6 +68,22 @@ impl MappingsArg {
             )
         })
     }
+
+    /// Loads the mapping files and picks the source named `name`, listing the known ones if
+    /// there is none.
+    fn load_source(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<std::sync::Arc<greenflash_bridge::mapping::Source>> {
+        let loaded = self.load()?;
+        loaded.catalog.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = loaded.catalog.sources.keys().map(String::as_str).collect();
+            anyhow::anyhow!(
+                "no source named {name:?}; known sources: {}",
+                known.join(", ")
+            )
+        })
+    }
 }
 
 /// The bytes of FILE, or of standard input for `-`.

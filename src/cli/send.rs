@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use greenflash_bridge::verify::Verifier;
 
 use super::{MappingsArg, read_input};
@@ -24,16 +24,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let loaded = args.mappings.load()?;
-
-    let Some(source) = loaded.catalog.get(&args.source) else {
-        let known: Vec<&str> = loaded.catalog.sources.keys().map(String::as_str).collect();
-        bail!(
-            "no source named {:?}; known sources: {}",
-            args.source,
-            known.join(", ")
-        );
-    };
+    let source = args.mappings.load_source(&args.source)?;
     let verifier = Verifier::from_spec(&source.verify, |var| std::env::var(var).ok())
         .with_context(|| format!("cannot sign for source {:?}", source.name))?;
     let body = read_input(&args.file)?;

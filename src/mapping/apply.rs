@@ -126,10 +126,11 @@ impl Source {
     /// `shape`). Form-encoded bodies (Twilio, Slack) become an object of their fields (a
     /// repeated field becomes a list), so rules map them like any other payload.
     pub fn parse_body(&self, headers: &Headers, body: &[u8]) -> Result<Value, serde_json::Error> {
+        const FORM: &str = "application/x-www-form-urlencoded";
         let is_form = headers.get_str("content-type").is_some_and(|t| {
             t.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
+                .get(..FORM.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(FORM))
         });
         if !is_form {
             return self.shape.parse(body);

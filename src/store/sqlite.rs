@@ -225,16 +225,17 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         let started = std::time::Instant::now();
         let jobs = batch.len();
         match run_together(&mut conn, &mut batch) {
-            Ok(Ran::Settled) => batch.into_iter().for_each(|job| job.finish(Ok(()))),
-            // Each job runs again in a transaction of its own, so that the failing one cannot
-            // spoil the others. (Cheaper than a savepoint per job in the common case, where every
-            // job succeeds: savepoints journal each page they touch.)
-            Ok(Ran::RolledBack) => {
+            // One job failed among others and took them down with it: each runs again in a
+            // transaction of its own, so that the failing one cannot spoil the others. (Cheaper
+            // than a savepoint per job in the common case, where every job succeeds: savepoints
+            // journal each page they touch.) A lone job's failure is its own answer.
+            Ok(false) if jobs > 1 => {
                 for mut job in batch {
                     let ran = run_together(&mut conn, std::slice::from_mut(&mut job));
-                    job.finish(ran.map(|_| ()));
+                    job.finish(ran.map(drop));
                 }
             }
+            Ok(_) => batch.into_iter().for_each(|job| job.finish(Ok(()))),
             Err(why) => {
                 tracing::error!(error = %why, jobs, "Store could not commit; the batch is rolled back.");
                 batch
@@ -246,32 +247,20 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
-/// How a transaction of several jobs ended, when the store itself did not fail.
-enum Ran {
-    /// Every job's outcome stands: all succeeded and committed, or the only job failed (and its
-    /// error is its answer).
-    Settled,
-    /// One of several jobs failed, so all of them were rolled back.
-    RolledBack,
-}
-
-/// Runs `jobs` in one transaction, committing only if all succeed.
-fn run_together(conn: &mut Connection, jobs: &mut [Box<dyn Job>]) -> Result<Ran, String> {
+/// Runs `jobs` in one transaction and commits it if every job succeeds (true); rolls it back
+/// as soon as one fails (false). Each job keeps its own outcome for its caller.
+fn run_together(conn: &mut Connection, jobs: &mut [Box<dyn Job>]) -> Result<bool, String> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
     for job in jobs.iter_mut() {
         if !job.run(&tx) {
             // Dropping the transaction rolls it back.
-            return Ok(if jobs.len() == 1 {
-                Ran::Settled
-            } else {
-                Ran::RolledBack
-            });
+            return Ok(false);
         }
     }
     tx.commit().map_err(|e| e.to_string())?;
-    Ok(Ran::Settled)
+    Ok(true)
 }
 
 #[async_trait]
