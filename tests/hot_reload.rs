@@ -5,26 +5,15 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::bridge::Setup;
-use support::sign::{stripe_header, unix_now};
 use support::standin::Standin;
-use support::{STRIPE_SECRET, fixture, repo_path};
+use support::{invoice_paid, post_stripe, repo_path};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn send(url: &str, id: &str) -> u16 {
-    let mut doc: Value = serde_json::from_slice(&fixture("stripe/invoice.paid.json")).unwrap();
-    doc["id"] = json!(id);
-    let body = serde_json::to_vec(&doc).unwrap();
-    reqwest::Client::new()
-        .post(url)
-        .header(
-            "Stripe-Signature",
-            stripe_header(STRIPE_SECRET, unix_now(), &body),
-        )
-        .body(body)
-        .send()
+async fn send(base: &str, id: &str) -> u16 {
+    post_stripe(&reqwest::Client::new(), base, &invoice_paid(id))
         .await
         .unwrap()
         .status()
@@ -64,9 +53,8 @@ async fn edits_take_effect_and_broken_edits_are_refused() {
     let mut setup = Setup::new(dir.path(), &standin);
     setup.mappings = maps.clone();
     let bridge = setup.start();
-    let url = bridge.webhook_url("stripe");
 
-    assert_eq!(send(&url, "evt_reload_1").await, 200);
+    assert_eq!(send(&bridge.url, "evt_reload_1").await, 200);
     let first = standin.wait_for_accepted(1, WAIT);
     assert_eq!(first[0]["eventType"], "invoice_paid");
 
@@ -80,7 +68,7 @@ async fn edits_take_effect_and_broken_edits_are_refused() {
     std::fs::write(dir.path().join("stripe.toml.tmp"), &edited).unwrap();
     std::fs::rename(dir.path().join("stripe.toml.tmp"), maps.join("stripe.toml")).unwrap();
     let v2 = wait_for_version_change(&bridge.url, &v1).await;
-    assert_eq!(send(&url, "evt_reload_2").await, 200);
+    assert_eq!(send(&bridge.url, "evt_reload_2").await, 200);
     let events = standin.wait_for_accepted(2, WAIT);
     assert_eq!(events[1]["eventType"], "invoice_settled");
 
@@ -108,7 +96,7 @@ async fn edits_take_effect_and_broken_edits_are_refused() {
         bridge.log()
     );
     assert_eq!(version(&bridge.url).await, v2);
-    assert_eq!(send(&url, "evt_reload_3").await, 200);
+    assert_eq!(send(&bridge.url, "evt_reload_3").await, 200);
     let events = standin.wait_for_accepted(3, WAIT);
     assert_eq!(events[2]["eventType"], "invoice_settled");
 }

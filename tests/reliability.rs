@@ -8,23 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::bridge::{Bridge, Setup};
-use support::sign::{stripe_header, unix_now};
 use support::standin::{Scripted, Standin};
-use support::{STRIPE_SECRET, event_id_of, invoice_paid, repo_path};
+use support::{event_id_of, invoice_paid, post_stripe, repo_path};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn send(client: &reqwest::Client, bridge_url: &str, body: &[u8]) -> Option<u16> {
-    let response = client
-        .post(format!("{bridge_url}/webhooks/stripe"))
-        .header(
-            "Stripe-Signature",
-            stripe_header(STRIPE_SECRET, unix_now(), body),
-        )
-        .body(body.to_vec())
-        .send()
-        .await
-        .ok()?;
+    let response = post_stripe(client, bridge_url, body).await.ok()?;
     Some(response.status().as_u16())
 }
 
@@ -349,14 +339,7 @@ async fn replay_backfills_after_a_mapping_fix() {
     setup.mappings = maps.clone();
     let bridge = setup.start();
     let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{}/webhooks/stripe", bridge.url))
-        .header(
-            "Stripe-Signature",
-            stripe_header(STRIPE_SECRET, unix_now(), &invoice_paid("evt_fixme")),
-        )
-        .body(invoice_paid("evt_fixme"))
-        .send()
+    let response = post_stripe(&client, &bridge.url, &invoice_paid("evt_fixme"))
         .await
         .unwrap();
     let receipt: Value = response.json().await.unwrap();

@@ -10,23 +10,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::bridge::Setup;
-use support::sign::{stripe_header, unix_now};
 use support::standin::Standin;
-use support::{STRIPE_SECRET, event_id_of, invoice_paid};
+use support::{event_id_of, invoice_paid, post_stripe};
 
 const WAIT: Duration = Duration::from_secs(40);
 
 async fn send(client: &reqwest::Client, base: &str, body: &[u8]) -> Option<Value> {
-    let response = client
-        .post(format!("{base}/webhooks/stripe"))
-        .header(
-            "Stripe-Signature",
-            stripe_header(STRIPE_SECRET, unix_now(), body),
-        )
-        .body(body.to_vec())
-        .send()
-        .await
-        .ok()?;
+    let response = post_stripe(client, base, body).await.ok()?;
     if response.status() != 200 {
         return None;
     }

@@ -5,11 +5,11 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::bridge::Setup;
 use support::sign::{stripe_header, unix_now};
 use support::standin::Standin;
-use support::{PRODUCT_ID, STRIPE_SECRET, fixture};
+use support::{PRODUCT_ID, STRIPE_SECRET, fixture, invoice_paid};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -31,13 +31,6 @@ async fn post(url: &str, body: &[u8], signature: Option<&str>) -> (u16, Value) {
 async fn post_signed(url: &str, body: &[u8]) -> (u16, Value) {
     let sig = stripe_header(STRIPE_SECRET, unix_now(), body);
     post(url, body, Some(&sig)).await
-}
-
-/// A copy of a fixture with a fresh event id, so tests can send many distinct events.
-fn with_id(name: &str, id: &str) -> Vec<u8> {
-    let mut doc: Value = serde_json::from_slice(&fixture(name)).unwrap();
-    doc["id"] = json!(id);
-    serde_json::to_vec(&doc).unwrap()
 }
 
 #[tokio::test]
@@ -215,16 +208,16 @@ async fn rotated_secrets_accept_signatures_from_either() {
     let url = bridge.webhook_url("stripe");
     let now = unix_now();
 
-    let signed_by_old = with_id("stripe/invoice.paid.json", "evt_rotation_old");
+    let signed_by_old = invoice_paid("evt_rotation_old");
     let old = stripe_header(STRIPE_SECRET, now, &signed_by_old);
     assert_eq!(post(&url, &signed_by_old, Some(&old)).await.0, 200);
 
-    let signed_by_new = with_id("stripe/invoice.paid.json", "evt_rotation_new");
+    let signed_by_new = invoice_paid("evt_rotation_new");
     let new = stripe_header(NEW, now, &signed_by_new);
     assert_eq!(post(&url, &signed_by_new, Some(&new)).await.0, 200);
 
     // During a roll Stripe sends one v1 per active secret in the same header.
-    let signed_by_both = with_id("stripe/invoice.paid.json", "evt_rotation_both");
+    let signed_by_both = invoice_paid("evt_rotation_both");
     let v1 = |secret: &str| {
         stripe_header(secret, now, &signed_by_both)
             .split(',')

@@ -28,6 +28,24 @@ pub fn invoice_paid(id: &str) -> Vec<u8> {
     serde_json::to_vec(&doc).unwrap()
 }
 
+/// POSTs `body` to the bridge at `base` as Stripe would: to `/webhooks/stripe`, signed now with
+/// `STRIPE_SECRET`.
+pub async fn post_stripe(
+    client: &reqwest::Client,
+    base: &str,
+    body: &[u8],
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{base}/webhooks/stripe"))
+        .header(
+            "Stripe-Signature",
+            sign::stripe_header(STRIPE_SECRET, sign::unix_now(), body),
+        )
+        .body(body.to_vec())
+        .send()
+        .await
+}
+
 /// The provider event id inside a delivered event's insertId (`<source>:<id>:<rule>[~hash]`).
 pub fn event_id_of(event: &serde_json::Value) -> String {
     event["insertId"]
