@@ -539,7 +539,7 @@ async fn run(o: Options) {
         cpu,
         cpu * 1e6 / sat.ok.max(1) as f64
     );
-    report_bridge_time(&during);
+    report_bridge_time(&during, sat.elapsed);
     let ratio =
         (sat.ok as f64 / sat.elapsed.as_secs_f64()) / (base.ok as f64 / base.elapsed.as_secs_f64());
     println!("{:<34} {:>8.1}% of the bare baseline", "", ratio * 100.0);
@@ -570,7 +570,7 @@ async fn run(o: Options) {
     let fixed = fixed_rate(&addr, rest, o.rate, o.duration).await;
     let during = scrape(&addr).await.since(&metrics_before);
     line(&format!("bridge, fixed {}/s", o.rate), &fixed);
-    report_bridge_time(&during);
+    report_bridge_time(&during, fixed.elapsed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total_delivered = sink_count(&sink).await;
     println!(
@@ -590,13 +590,22 @@ async fn run(o: Options) {
 }
 
 /// Where a phase's time went inside the bridge, from its own histograms.
-fn report_bridge_time(during: &Histograms) {
+fn report_bridge_time(during: &Histograms, elapsed: Duration) {
+    let commits = during.count("bridge_store_commit_seconds");
     println!(
         "{:<34} in the bridge {:.2} ms per webhook; store: {:.1} operations per commit, {:.2} ms per commit",
         "",
         during.mean("bridge_request_duration_seconds") * 1000.0,
         during.mean("bridge_store_batch_jobs"),
         during.mean("bridge_store_commit_seconds") * 1000.0,
+    );
+    // How close the single writer is to saturation: commits queue behind each other once it is
+    // busy most of the time, and that queueing is latency the disk alone does not explain.
+    println!(
+        "{:<34} {:.0} commits/s, the writer busy {:.0}% of the time",
+        "",
+        commits / elapsed.as_secs_f64(),
+        during.sum("bridge_store_commit_seconds") / elapsed.as_secs_f64() * 100.0,
     );
 }
 
@@ -614,18 +623,29 @@ impl Histograms {
 
     /// The mean of a histogram over all its label sets.
     fn mean(&self, name: &str) -> f64 {
-        let total = |suffix: &str| -> f64 {
-            self.0
-                .iter()
-                .filter(|(k, _)| {
-                    k.strip_prefix(name)
-                        .and_then(|rest| rest.strip_prefix(suffix))
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
-                })
-                .map(|(_, v)| v)
-                .sum()
-        };
-        total("_sum") / total("_count").max(1.0)
+        self.sum(name) / self.count(name).max(1.0)
+    }
+
+    /// The sum of a histogram's observations over all its label sets.
+    fn sum(&self, name: &str) -> f64 {
+        self.total(name, "_sum")
+    }
+
+    /// How many observations a histogram has over all its label sets.
+    fn count(&self, name: &str) -> f64 {
+        self.total(name, "_count")
+    }
+
+    fn total(&self, name: &str, suffix: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(suffix))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+            })
+            .map(|(_, v)| v)
+            .sum()
     }
 }
 
