@@ -243,7 +243,8 @@ impl Source {
                 Ok(()) => matched.push(rule),
                 Err(why) => {
                     if options.explain {
-                        out.trace.push(trace(rule, false, Some(why)));
+                        out.trace
+                            .push(trace(rule, false, Some(why.describe(&scope))));
                     }
                 }
             }
@@ -405,12 +406,28 @@ impl Source {
     }
 }
 
-fn rule_matches(rule: &Rule, scope: &Scope<'_>) -> Result<(), String> {
+/// Why a rule did not match. Most rules of a catalog miss most events on their `on` list, so
+/// that reason is written out only when asked for (`map --explain`).
+enum Unmatched {
+    EventType,
+    Condition(String),
+}
+
+impl Unmatched {
+    fn describe(self, scope: &Scope<'_>) -> String {
+        match self {
+            Self::EventType => format!("event type {:?} is not in `on`", scope.event_type),
+            Self::Condition(why) => why,
+        }
+    }
+}
+
+fn rule_matches(rule: &Rule, scope: &Scope<'_>) -> Result<(), Unmatched> {
     if !rule.on.iter().any(|p| p.matches(scope.event_type)) {
-        return Err(format!("event type {:?} is not in `on`", scope.event_type));
+        return Err(Unmatched::EventType);
     }
     for condition in &rule.when {
-        condition.check(scope)?;
+        condition.check(scope).map_err(Unmatched::Condition)?;
     }
     Ok(())
 }

@@ -51,7 +51,8 @@ impl Condition {
         }
     }
 
-    /// `Ok` when every test holds, else why the first failing test failed.
+    /// `Ok` when every test holds, else why the first failing test failed. The reason is only
+    /// written out for a failing test, never on the way to a match.
     pub fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
         let actual = self.subject.eval(scope);
         for test in &self.tests {
@@ -65,34 +66,34 @@ impl Condition {
 impl Test {
     fn check(&self, actual: Option<&Value>, scope: &Scope<'_>) -> Result<(), String> {
         let shown = || display(actual);
-        let verdict = |ok: bool, why: String| if ok { Ok(()) } else { Err(why) };
+        let verdict = |ok: bool, why: &dyn Fn() -> String| if ok { Ok(()) } else { Err(why()) };
         match self {
-            Self::Exists(true) => verdict(actual.is_some(), "is absent".into()),
-            Self::Exists(false) => verdict(actual.is_none(), format!("is present ({})", shown())),
+            Self::Exists(true) => verdict(actual.is_some(), &|| "is absent".into()),
+            Self::Exists(false) => {
+                verdict(actual.is_none(), &|| format!("is present ({})", shown()))
+            }
             Self::Equals(e) => {
                 let expected = e.eval(scope);
-                verdict(
-                    same(actual, expected.as_ref()),
-                    format!("is {}, not {}", shown(), display(expected.as_ref())),
-                )
+                verdict(same(actual, expected.as_ref()), &|| {
+                    format!("is {}, not {}", shown(), display(expected.as_ref()))
+                })
             }
-            Self::NotEquals(e) => verdict(
-                !same(actual, e.eval(scope).as_ref()),
-                format!("is {}", shown()),
-            ),
+            Self::NotEquals(e) => verdict(!same(actual, e.eval(scope).as_ref()), &|| {
+                format!("is {}", shown())
+            }),
             Self::In(options) => verdict(
                 options.iter().any(|e| same(actual, e.eval(scope).as_ref())),
-                format!("is {}, not one of the listed values", shown()),
+                &|| format!("is {}, not one of the listed values", shown()),
             ),
             Self::NotIn(options) => verdict(
                 !options.iter().any(|e| same(actual, e.eval(scope).as_ref())),
-                format!("is {}, one of the excluded values", shown()),
+                &|| format!("is {}, one of the excluded values", shown()),
             ),
             Self::Matches(re) => verdict(
                 actual
                     .and_then(transform::to_text)
                     .is_some_and(|t| re.is_match(&t)),
-                format!("is {}, which does not match /{}/", shown(), re.as_str()),
+                &|| format!("is {}, which does not match /{}/", shown(), re.as_str()),
             ),
             Self::Gt(e) | Self::Gte(e) | Self::Lt(e) | Self::Lte(e) => {
                 let other = e.eval(scope);
@@ -112,7 +113,7 @@ impl Test {
                     Self::Lt(_) => (a < b, "<"),
                     _ => (a <= b, "<="),
                 };
-                verdict(ok, format!("is {a}, not {op} {b}"))
+                verdict(ok, &|| format!("is {a}, not {op} {b}"))
             }
         }
     }

@@ -110,7 +110,12 @@ impl Pattern {
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        glob_match(self.0.as_bytes(), name.as_bytes())
+        // Most patterns are exact names; every rule's `on` is tried on every event.
+        if self.0.contains('*') {
+            glob_match(self.0.as_bytes(), name.as_bytes())
+        } else {
+            self.0 == name
+        }
     }
 }
 
