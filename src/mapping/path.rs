@@ -1,8 +1,9 @@
 //! JSONPaths compiled once, when mapping files load.
 //!
 //! Plain paths (`$.a.b[0].c`: names and indexes only) are walked directly, which is over ten
-//! times faster than a jsonpath-rust query; anything else (wildcards, filters, slices,
-//! descendants) runs through jsonpath-rust's parsed query.
+//! times faster than a jsonpath-rust query, and so are paths that add wildcards (`$.a[*].b`,
+//! which `sum` uses); anything else (filters, slices, descendants, unions) runs through
+//! jsonpath-rust's parsed query.
 
 use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
 use jsonpath_rust::parser::parse_json_path;
@@ -18,7 +19,17 @@ pub struct JsonPath {
 #[derive(Debug, Clone)]
 enum Kind {
     Plain(Vec<Step>),
+    /// Names, indexes and at least one wildcard.
+    Wild(Vec<WildStep>),
     Query(Box<JpQuery>),
+}
+
+#[derive(Debug, Clone)]
+enum WildStep {
+    One(Step),
+    /// `[*]` / `.*`: every element of an array, every member value of an object (in the
+    /// order jsonpath-rust gives them).
+    Each,
 }
 
 /// One step of a plain path.
@@ -38,9 +49,10 @@ pub struct PathError {
 impl JsonPath {
     pub fn parse(text: &str) -> Result<Self, PathError> {
         let query = parse_json_path(text).map_err(|e| describe(text, e))?;
-        let kind = match plain_steps(&query) {
-            Some(steps) => Kind::Plain(steps),
-            None => Kind::Query(Box::new(query)),
+        let kind = match (plain_steps(&query), wild_steps(&query)) {
+            (Some(steps), _) => Kind::Plain(steps),
+            (None, Some(steps)) => Kind::Wild(steps),
+            (None, None) => Kind::Query(Box::new(query)),
         };
         Ok(Self {
             text: text.to_string(),
@@ -61,6 +73,13 @@ impl JsonPath {
     pub(super) fn plain_prefix(&self) -> Vec<Step> {
         match &self.kind {
             Kind::Plain(steps) => steps.clone(),
+            Kind::Wild(steps) => steps
+                .iter()
+                .map_while(|step| match step {
+                    WildStep::One(step) => Some(step.clone()),
+                    WildStep::Each => None,
+                })
+                .collect(),
             Kind::Query(q) => q.segments.iter().map_while(plain_step).collect(),
         }
     }
@@ -69,6 +88,14 @@ impl JsonPath {
     pub fn first<'v>(&self, doc: &'v Value) -> Option<&'v Value> {
         match &self.kind {
             Kind::Plain(steps) => walk(steps, doc),
+            Kind::Wild(steps) => {
+                let mut found = None;
+                walk_wild(steps, doc, &mut |v| {
+                    found = Some(v);
+                    false
+                });
+                found
+            }
             Kind::Query(q) => js_path_process(q, doc)
                 .ok()?
                 .into_iter()
@@ -81,6 +108,14 @@ impl JsonPath {
     pub fn all<'v>(&self, doc: &'v Value) -> Vec<&'v Value> {
         match &self.kind {
             Kind::Plain(steps) => walk(steps, doc).into_iter().collect(),
+            Kind::Wild(steps) => {
+                let mut found = Vec::new();
+                walk_wild(steps, doc, &mut |v| {
+                    found.push(v);
+                    true
+                });
+                found
+            }
             Kind::Query(q) => js_path_process(q, doc)
                 .map(|hits| hits.into_iter().map(|r| r.val).collect())
                 .unwrap_or_default(),
@@ -90,6 +125,18 @@ impl JsonPath {
 
 fn plain_steps(query: &JpQuery) -> Option<Vec<Step>> {
     query.segments.iter().map(plain_step).collect()
+}
+
+/// `None` unless the path is names, indexes and wildcards only.
+fn wild_steps(query: &JpQuery) -> Option<Vec<WildStep>> {
+    query
+        .segments
+        .iter()
+        .map(|segment| match segment {
+            Segment::Selector(Selector::Wildcard) => Some(WildStep::Each),
+            other => plain_step(other).map(WildStep::One),
+        })
+        .collect()
 }
 
 fn plain_step(segment: &Segment) -> Option<Step> {
@@ -114,17 +161,41 @@ fn unquote(name: &str) -> String {
 
 fn walk<'v>(steps: &[Step], mut doc: &'v Value) -> Option<&'v Value> {
     for step in steps {
-        doc = match (step, doc) {
-            (Step::Key(k), Value::Object(map)) => map.get(k)?,
-            (Step::Index(i), Value::Array(items)) => {
-                let len = items.len() as i64;
-                let index = if *i < 0 { len + i } else { *i };
-                items.get(usize::try_from(index).ok()?)?
-            }
-            _ => return None,
-        };
+        doc = take(step, doc)?;
     }
     Some(doc)
+}
+
+fn take<'v>(step: &Step, doc: &'v Value) -> Option<&'v Value> {
+    match (step, doc) {
+        (Step::Key(k), Value::Object(map)) => map.get(k),
+        (Step::Index(i), Value::Array(items)) => {
+            let len = items.len() as i64;
+            let index = if *i < 0 { len + i } else { *i };
+            items.get(usize::try_from(index).ok()?)
+        }
+        _ => None,
+    }
+}
+
+/// Calls `found` with every value `steps` select, in document order, while it returns true;
+/// returns false once it has asked to stop.
+fn walk_wild<'v>(
+    steps: &[WildStep],
+    doc: &'v Value,
+    found: &mut dyn FnMut(&'v Value) -> bool,
+) -> bool {
+    let Some((step, rest)) = steps.split_first() else {
+        return found(doc);
+    };
+    match step {
+        WildStep::One(step) => take(step, doc).is_none_or(|next| walk_wild(rest, next, found)),
+        WildStep::Each => match doc {
+            Value::Array(items) => items.iter().all(|item| walk_wild(rest, item, found)),
+            Value::Object(map) => map.values().all(|value| walk_wild(rest, value, found)),
+            _ => true,
+        },
+    }
 }
 
 fn describe(text: &str, error: jsonpath_rust::parser::errors::JsonPathError) -> PathError {
@@ -165,11 +236,52 @@ mod tests {
         let quoted = JsonPath::parse("$.data.object['a b']").unwrap();
         assert_eq!(quoted.first(&doc), Some(&json!("x")));
         let wild = JsonPath::parse("$.data.object.items[*].q").unwrap();
-        assert!(matches!(wild.kind, Kind::Query(_)));
+        assert!(matches!(wild.kind, Kind::Wild(_)));
         assert_eq!(wild.all(&doc), vec![&json!(1), &json!(2)]);
         let filter = JsonPath::parse("$.data.object.items[?@.q > 1].q").unwrap();
         assert_eq!(filter.first(&doc), Some(&json!(2)));
         assert_eq!(plain.first(&json!({"data": []})), None);
+    }
+
+    proptest::proptest! {
+        /// The direct walk is a shortcut, so it must select exactly what jsonpath-rust
+        /// selects, in the same order, for every path it takes over.
+        #[test]
+        fn walked_paths_select_what_jsonpath_rust_selects(
+            doc in small_document(),
+            steps in proptest::collection::vec(
+                proptest::sample::select(vec![".a", ".b", "['c d']", "[0]", "[1]", "[-1]", "[*]", ".*"]),
+                1..5,
+            ),
+        ) {
+            let text = format!("${}", steps.concat());
+            let ours = JsonPath::parse(&text).unwrap();
+            proptest::prop_assert!(!matches!(ours.kind, Kind::Query(_)), "{text} is walked");
+            let query = parse_json_path(&text).unwrap();
+            let theirs: Vec<&Value> = js_path_process(&query, &doc)
+                .map(|hits| hits.into_iter().map(|r| r.val).collect())
+                .unwrap_or_default();
+            proptest::prop_assert_eq!(ours.all(&doc), theirs.clone(), "{} over {}", text, doc);
+            proptest::prop_assert_eq!(ours.first(&doc), theirs.first().copied());
+        }
+    }
+
+    fn small_document() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![Just(Value::Null), (0i64..9).prop_map(Value::from)];
+        leaf.prop_recursive(4, 48, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    proptest::sample::select(vec!["a", "b", "c d", "e"]),
+                    inner,
+                    0..4,
+                )
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
     }
 
     #[test]
