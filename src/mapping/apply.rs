@@ -317,19 +317,20 @@ impl Source {
         let value = text(get(Field::Value)).ok_or("value: absent")?;
         let value_type = match text(get(Field::ValueType)) {
             None => None,
-            Some(t) => Some(ValueType::parse(&t).ok_or(format!(
-                "value_type: {t:?} is not one of currency, numeric, text, boolean"
-            ))?),
+            Some(t) => Some(ValueType::parse(&t).ok_or_else(|| {
+                format!("value_type: {t:?} is not one of currency, numeric, text, boolean")
+            })?),
         };
         let influence = match text(get(Field::Influence)) {
             None => None,
-            Some(t) => Some(Influence::parse(&t).ok_or(format!(
-                "influence: {t:?} is not one of positive, negative, neutral"
-            ))?),
+            Some(t) => Some(Influence::parse(&t).ok_or_else(|| {
+                format!("influence: {t:?} is not one of positive, negative, neutral")
+            })?),
         };
         let number = |field: Field, v: Option<Value>| -> Result<Option<f64>, String> {
             v.map(|v| {
-                transform::as_number(&v).ok_or(format!("{}: {v} is not a number", field.key()))
+                transform::as_number(&v)
+                    .ok_or_else(|| format!("{}: {v} is not a number", field.key()))
             })
             .transpose()
         };
@@ -337,7 +338,10 @@ impl Source {
             number(Field::QualityImpactScore, get(Field::QualityImpactScore))?;
         let sample_rate = number(Field::SampleRate, get(Field::SampleRate))?;
         let force_sample = get(Field::ForceSample)
-            .map(|v| transform::to_boolean(&v).ok_or(format!("force_sample: {v} is not a boolean")))
+            .map(|v| {
+                transform::to_boolean(&v)
+                    .ok_or_else(|| format!("force_sample: {v} is not a boolean"))
+            })
             .transpose()?;
         let product_id = match text(get(Field::ProductId)) {
             Some(id) => id,
