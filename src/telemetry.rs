@@ -99,3 +99,8 @@ pub fn store_batch(jobs: usize, took: Duration) {
     histogram!("bridge_store_batch_jobs").record(jobs as f64);
     histogram!("bridge_store_commit_seconds").record(took.as_secs_f64());
 }
+
+/// One SQLite WAL checkpoint, run `by` the background thread or the writer.
+pub fn store_checkpoint(by: &'static str, took: Duration) {
+    histogram!("bridge_store_checkpoint_seconds", "by" => by).record(took.as_secs_f64());
+}

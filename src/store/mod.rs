@@ -9,6 +9,7 @@
 
 mod postgres;
 mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_ops;
 
 use std::path::PathBuf;
