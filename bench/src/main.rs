@@ -613,6 +613,18 @@ fn report_bridge_time(during: &Histograms, elapsed: Duration) {
         commits / elapsed.as_secs_f64(),
         during.sum("bridge_store_commit_seconds") / elapsed.as_secs_f64() * 100.0,
     );
+    let checkpoints = |by: &str| {
+        let key = |suffix: &str| format!("bridge_store_checkpoint_seconds_{suffix}{{by=\"{by}\"}}");
+        let count = during.0.get(&key("count")).copied().unwrap_or(0.0);
+        let sum = during.0.get(&key("sum")).copied().unwrap_or(0.0);
+        (count, sum * 1000.0 / count.max(1.0))
+    };
+    let (writer, writer_ms) = checkpoints("writer");
+    let (background, background_ms) = checkpoints("background");
+    println!(
+        "{:<34} WAL checkpoints: {writer:.0} by the writer ({writer_ms:.1} ms each), {background:.0} in the background ({background_ms:.1} ms each)",
+        "",
+    );
 }
 
 /// Sums and counts of the bridge's histograms, from `/metrics`.
