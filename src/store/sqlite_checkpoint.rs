@@ -101,29 +101,32 @@ mod tests {
         // Without an fsync per commit, so that the test is quick; checkpoints are the same.
         conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
         conn.execute_batch("CREATE TABLE t (b BLOB)").unwrap();
-        let restart_at = 256;
-        install_with(&mut conn, &path, 64, restart_at).unwrap();
-        // Each insert commits on its own: ~5,000 frames, 40 MB of WAL if nothing were copied.
-        let rows = 2000;
+        let restart_at = 512;
+        install_with(&mut conn, &path, 128, restart_at).unwrap();
+        // Each insert commits on its own: ~18,000 frames, ~150 MB of WAL if nothing were copied.
+        let rows = 6000;
         for _ in 0..rows {
             conn.execute("INSERT INTO t (b) VALUES (zeroblob(8000))", [])
                 .unwrap();
         }
+        // The WAL may run past `restart_at` while a background pass holds the checkpoint, by
+        // however many commits that pass lasts; the bound leaves room for a slow disk.
         let wal = std::fs::metadata(dir.path().join("c.db-wal"))
             .unwrap()
             .len();
         let frame = 8192 + 24;
         assert!(
-            wal <= 4 * restart_at as u64 * frame,
+            wal <= 8 * restart_at as u64 * frame,
             "the WAL grew to {wal} bytes"
         );
         let count: i64 = conn
             .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(count, rows);
+        // What is not in the (bounded) WAL must be in the database.
         let db = std::fs::metadata(&path).unwrap().len();
         assert!(
-            db >= rows as u64 * 8000,
+            db >= rows as u64 * 8000 / 4,
             "only {db} bytes reached the database"
         );
     }
