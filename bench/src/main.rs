@@ -597,11 +597,19 @@ async fn run(o: Options) {
 
 /// Where a phase's time went inside the bridge, from its own histograms.
 fn report_bridge_time(during: &Histograms, elapsed: Duration) {
-    let commits = during.count("bridge_store_commit_seconds");
     println!(
-        "{:<34} in the bridge {:.2} ms per webhook; store: {:.1} operations per commit, {:.2} ms per commit",
+        "{:<34} in the bridge {:.2} ms per webhook",
         "",
         during.mean("bridge_request_duration_seconds") * 1000.0,
+    );
+    // The rest describes the SQLite writer; PostgreSQL has none.
+    let commits = during.count("bridge_store_commit_seconds");
+    if commits <= 0.0 {
+        return;
+    }
+    println!(
+        "{:<34} store: {:.1} operations per commit, {:.2} ms per commit",
+        "",
         during.mean("bridge_store_batch_jobs"),
         during.mean("bridge_store_commit_seconds") * 1000.0,
     );
