@@ -100,21 +100,27 @@ impl Fields {
     }
 }
 
-/// An event-type pattern from a rule's `on`: an exact name or a glob with `*`.
+/// An event-type pattern from a rule's `on`: an exact name or a glob with `*`. Which one is
+/// decided when the file loads; every rule's `on` is tried on every event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern(String);
+pub enum Pattern {
+    Exact(String),
+    Glob(String),
+}
 
 impl Pattern {
     pub fn new(text: &str) -> Self {
-        Self(text.to_string())
+        if text.contains('*') {
+            Self::Glob(text.to_string())
+        } else {
+            Self::Exact(text.to_string())
+        }
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        // Most patterns are exact names; every rule's `on` is tried on every event.
-        if self.0.contains('*') {
-            glob_match(self.0.as_bytes(), name.as_bytes())
-        } else {
-            self.0 == name
+        match self {
+            Self::Exact(exact) => exact == name,
+            Self::Glob(glob) => glob_match(glob.as_bytes(), name.as_bytes()),
         }
     }
 }
