@@ -49,10 +49,18 @@ pub struct PathError {
 impl JsonPath {
     pub fn parse(text: &str) -> Result<Self, PathError> {
         let query = parse_json_path(text).map_err(|e| describe(text, e))?;
-        let kind = match (plain_steps(&query), wild_steps(&query)) {
-            (Some(steps), _) => Kind::Plain(steps),
-            (None, Some(steps)) => Kind::Wild(steps),
-            (None, None) => Kind::Query(Box::new(query)),
+        let kind = match walk_steps(&query) {
+            Some(steps) if steps.iter().all(|s| matches!(s, WildStep::One(_))) => Kind::Plain(
+                steps
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        WildStep::One(step) => Some(step),
+                        WildStep::Each => None,
+                    })
+                    .collect(),
+            ),
+            Some(steps) => Kind::Wild(steps),
+            None => Kind::Query(Box::new(query)),
         };
         Ok(Self {
             text: text.to_string(),
@@ -123,12 +131,8 @@ impl JsonPath {
     }
 }
 
-fn plain_steps(query: &JpQuery) -> Option<Vec<Step>> {
-    query.segments.iter().map(plain_step).collect()
-}
-
 /// `None` unless the path is names, indexes and wildcards only.
-fn wild_steps(query: &JpQuery) -> Option<Vec<WildStep>> {
+fn walk_steps(query: &JpQuery) -> Option<Vec<WildStep>> {
     query
         .segments
         .iter()
