@@ -502,12 +502,17 @@ fn line(name: &str, o: &Outcome) {
     );
 }
 
-async fn run(o: Options) {
+/// The machine the figures come from.
+fn print_machine() {
     println!(
         "machine: {} cores; {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
+}
+
+async fn run(o: Options) {
+    print_machine();
     println!(
         "duration {} s per phase, {} connections at saturation, fixed rate {}/s\n",
         o.duration.as_secs(),
@@ -622,9 +627,8 @@ fn report_bridge_time(during: &Histograms, elapsed: Duration) {
         during.sum("bridge_store_commit_seconds") / elapsed.as_secs_f64() * 100.0,
     );
     let checkpoints = |by: &str| {
-        let key = |suffix: &str| format!("bridge_store_checkpoint_seconds_{suffix}{{by=\"{by}\"}}");
-        let count = during.0.get(&key("count")).copied().unwrap_or(0.0);
-        let sum = during.0.get(&key("sum")).copied().unwrap_or(0.0);
+        let labels = format!("{{by=\"{by}\"}}");
+        let (count, sum) = during.labelled("bridge_store_checkpoint_seconds", &labels);
         (count, sum * 1000.0 / count.max(1.0))
     };
     let (writer, writer_ms) = checkpoints("writer");
@@ -660,6 +664,17 @@ impl Histograms {
     /// How many observations a histogram has over all its label sets.
     fn count(&self, name: &str) -> f64 {
         self.total(name, "_count")
+    }
+
+    /// Count and sum of a histogram for one label set, written as `/metrics` writes it.
+    fn labelled(&self, name: &str, labels: &str) -> (f64, f64) {
+        let get = |suffix: &str| {
+            self.0
+                .get(&format!("{name}{suffix}{labels}"))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        (get("_count"), get("_sum"))
     }
 
     fn total(&self, name: &str, suffix: &str) -> f64 {
@@ -699,11 +714,7 @@ async fn scrape(addr: &str) -> Histograms {
 /// sent (a pre-built pool would go stale under Stripe's five-minute tolerance). Prints the
 /// bridge's RSS and the delivery backlog every minute, so growth shows.
 async fn soak(o: Options, length: Duration) {
-    println!(
-        "machine: {} cores; {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model()
-    );
+    print_machine();
     println!("soak: {} s at {}/s\n", length.as_secs(), o.rate);
     let (_sink_child, sink) = helper("serve-sink").await;
     let (bridge, addr, _) = start_bridge(&o, &sink).await;

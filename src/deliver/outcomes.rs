@@ -14,6 +14,8 @@ const MAX_GROUP: usize = 256;
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
+const STOPPED: &str = "the outcome recorder has stopped";
+
 /// A handle to the task that stores outcomes; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Outcomes {
@@ -51,9 +53,7 @@ impl Outcomes {
         let (reply, stored) = oneshot::channel();
         self.queue
             .send((completion, reply))
-            .map_err(|_| "the outcome recorder has stopped".to_string())?;
-        stored
-            .await
-            .map_err(|_| "the outcome recorder has stopped".to_string())?
+            .map_err(|_| STOPPED.to_string())?;
+        stored.await.map_err(|_| STOPPED.to_string())?
     }
 }
