@@ -550,6 +550,17 @@ fn complete(
 mod tests {
     use super::*;
 
+    /// What replay would read of `source`, at any time and status.
+    async fn everything_stored(store: &SqliteStore, source: &str) -> Vec<StoredWebhook> {
+        store
+            .stored_webhooks(ReplayQuery {
+                source: source.into(),
+                ..ReplayQuery::default()
+            })
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_failing_job_is_rolled_back_alone() {
         let dir = tempfile::tempdir().unwrap();
@@ -609,13 +620,7 @@ mod tests {
             .unwrap();
         }
         let store = SqliteStore::open(&path).await.unwrap();
-        let stored = store
-            .stored_webhooks(ReplayQuery {
-                source: "stripe".into(),
-                ..ReplayQuery::default()
-            })
-            .await
-            .unwrap();
+        let stored = everything_stored(&store, "stripe").await;
         assert_eq!(stored.len(), 1);
         assert_eq!(&stored[0].body[..], br#"{"id":"evt_1"}"#);
         let emitted = &stored[0].events[0].emitted;
@@ -671,13 +676,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(encoding, if id == "evt_json" { "lz4" } else { "identity" });
-            let stored = store
-                .stored_webhooks(ReplayQuery {
-                    source: "s".into(),
-                    ..ReplayQuery::default()
-                })
-                .await
-                .unwrap();
+            let stored = everything_stored(&store, "s").await;
             let found = stored.iter().find(|w| w.events[0].event_id == id).unwrap();
             assert_eq!(found.body.as_ref(), body.as_slice(), "{id}");
         }
