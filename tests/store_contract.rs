@@ -72,6 +72,7 @@ contract!(
     dead_letters_are_listed_retried_and_dropped,
     replay_sees_stored_webhooks_and_records_new_events,
     pruning_keeps_pending_and_dead_events,
+    pruning_reaches_every_old_webhook_and_no_young_one,
     the_throttle_only_grows,
     the_store_reports_queue_stats_and_answers_pings,
 );
@@ -363,6 +364,53 @@ async fn pruning_keeps_pending_and_dead_events(store: Arc<dyn Store>) {
             .unwrap()
             .stored_new(),
         "a pending one is kept"
+    );
+}
+
+/// Retention works through a store of many webhooks (SQLite prunes a window of them at a
+/// time): every finished old one goes, the one still pending and the young one stay.
+async fn pruning_reaches_every_old_webhook_and_no_young_one(store: Arc<dyn Store>) {
+    let old = 1_000usize;
+    for n in 0..old {
+        store
+            .accept(webhook("stripe", &[&format!("evt_{n}")]))
+            .await
+            .unwrap();
+    }
+    let mut young = webhook("stripe", &["evt_young"]);
+    young.received_at_ms = NOW + 10_000;
+    store.accept(young).await.unwrap();
+    let leased = store.lease("A", 2 * old, NOW, LEASE).await.unwrap();
+    let done = leased
+        .iter()
+        .filter(|e| e.insert_id != "stripe:evt_500:paid")
+        .map(|e| Completion::Delivered {
+            id: e.id,
+            status: 200,
+        });
+    store
+        .complete("A", NOW + 5_000, done.collect())
+        .await
+        .unwrap();
+    let report = store.prune(NOW + 6_000).await.unwrap();
+    assert_eq!(
+        (
+            report.outbox_events,
+            report.provider_events,
+            report.webhooks
+        ),
+        (old as u64 - 1, old as u64 - 1, old as u64 - 1),
+        "everything old and delivered, except the webhook still pending"
+    );
+    for (id, kept) in [("evt_0", false), ("evt_999", false), ("evt_500", true)] {
+        let again = store.accept(webhook("stripe", &[id])).await.unwrap();
+        assert_eq!(!again.stored_new(), kept, "{id}");
+    }
+    let mut young = webhook("stripe", &["evt_young"]);
+    young.received_at_ms = NOW + 10_000;
+    assert!(
+        !store.accept(young).await.unwrap().stored_new(),
+        "the young webhook is kept"
     );
 }
 

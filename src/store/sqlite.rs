@@ -403,7 +403,20 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, before_ms: i64) -> Result<PruneReport, StoreError> {
-        self.call(move |conn| ops::prune(conn, before_ms)).await
+        // Step by step, each its own job, so that accepts keep committing in between. Starts
+        // at 0: outbox events carried over from a v3 store without their webhook point there.
+        let mut total = PruneReport::default();
+        let mut from = Some(0);
+        while let Some(start) = from {
+            let (step, next) = self
+                .call(move |conn| ops::prune_step(conn, start, before_ms))
+                .await?;
+            total.outbox_events += step.outbox_events;
+            total.provider_events += step.provider_events;
+            total.webhooks += step.webhooks;
+            from = next;
+        }
+        Ok(total)
     }
 
     async fn throttled_until(&self) -> Result<i64, StoreError> {
@@ -679,6 +692,31 @@ mod tests {
             let stored = everything_stored(&store, "s").await;
             let found = stored.iter().find(|w| w.events[0].event_id == id).unwrap();
             assert_eq!(found.body.as_ref(), body.as_slice(), "{id}");
+        }
+    }
+
+    /// Retention runs on the writer, between accepts: each of its statements must reach rows
+    /// through the webhook id, since a scan of a table of weeks of webhooks holds every accept
+    /// queued behind it (measured: 0.7 s for a quarter of a million).
+    #[tokio::test]
+    async fn retention_reads_its_window_and_never_a_whole_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+        for sql in ops::PRUNE.into_iter().chain([ops::NEXT_TO_PRUNE]) {
+            let plan: Vec<String> = store
+                .call(move |conn| {
+                    let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let unbound = vec![0i64; explain.parameter_count()];
+                    explain
+                        .query_map(rusqlite::params_from_iter(unbound), |r| r.get(3))?
+                        .collect()
+                })
+                .await
+                .unwrap();
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN")),
+                "{sql}\n{plan:#?}"
+            );
         }
     }
 }

@@ -2,7 +2,7 @@
 //! Each runs on the writer thread, inside a batch transaction (see `sqlite.rs`).
 
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
     DeadLetter, DeadSelector, PruneReport, ReplayQuery, ReplayUpdate, StoredEmission, StoredEvent,
@@ -249,28 +249,58 @@ pub(super) fn record_replay(
     Ok(())
 }
 
-pub(super) fn prune(conn: &Connection, before_ms: i64) -> rusqlite::Result<PruneReport> {
-    // Finished deliveries first; pending and dead events are never pruned.
-    let outbox_events = conn.execute(
-        "DELETE FROM outbox WHERE state IN ('delivered', 'dry_run', 'dropped') AND updated_at < ?1",
-        params![before_ms],
-    )? as u64;
-    // Identities (dedupe) and their raw bodies go together once nothing of them is left to do;
-    // mapping failures are kept for replay.
-    let provider_events = conn.execute(
-        "DELETE FROM provider_events WHERE received_at < ?1 AND status IN ('mapped', 'ignored')
-         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.webhook_id = provider_events.webhook_id
-                         AND o.event_id = provider_events.event_id)",
-        params![before_ms],
-    )? as u64;
-    let webhooks = conn.execute(
-        "DELETE FROM webhooks WHERE received_at < ?1
-         AND NOT EXISTS (SELECT 1 FROM provider_events p WHERE p.webhook_id = webhooks.id)",
-        params_from_iter([before_ms]),
-    )? as u64;
-    Ok(PruneReport {
+/// Webhook ids examined per prune step. Each step is one writer job, so this bounds how long
+/// webhooks queued behind retention wait (a single statement over a week of rows held every
+/// accept for seconds).
+pub(super) const PRUNE_WINDOW: i64 = 128;
+
+/// Retention's deletes, in order, for webhook ids in `?1..?2` and rows older than `?3`:
+/// finished deliveries (pending and dead events are never pruned); identities (dedupe) once
+/// nothing of them is left to do, mapping failures being kept for replay; raw bodies no
+/// identity needs.
+pub(super) const PRUNE: [&str; 3] = [
+    "DELETE FROM outbox WHERE webhook_id >= ?1 AND webhook_id < ?2
+     AND state IN ('delivered', 'dry_run', 'dropped') AND updated_at < ?3",
+    "DELETE FROM provider_events WHERE webhook_id >= ?1 AND webhook_id < ?2
+     AND received_at < ?3 AND status IN ('mapped', 'ignored')
+     AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.webhook_id = provider_events.webhook_id
+                     AND o.event_id = provider_events.event_id)",
+    "DELETE FROM webhooks WHERE id >= ?1 AND id < ?2 AND received_at < ?3
+     AND NOT EXISTS (SELECT 1 FROM provider_events p WHERE p.webhook_id = webhooks.id)",
+];
+/// Where retention's next step starts: the first webhook from `?1` on.
+pub(super) const NEXT_TO_PRUNE: &str =
+    "SELECT id, received_at FROM webhooks WHERE id >= ?1 ORDER BY id LIMIT 1";
+
+/// One step of retention: what is done among webhooks with ids in `from..from + PRUNE_WINDOW`
+/// and everything hanging off them, older than `before_ms`. Returns where the next step starts,
+/// or `None` once the next webhook is too young to prune (ids grow with arrival time, so every
+/// later one is too). Statements reach rows through the webhook id — the rowid, or an index
+/// led by it — so a step reads its window, never a whole table.
+pub(super) fn prune_step(
+    conn: &Connection,
+    from: i64,
+    before_ms: i64,
+) -> rusqlite::Result<(PruneReport, Option<i64>)> {
+    let to = from.saturating_add(PRUNE_WINDOW);
+    let mut deleted = [0u64; 3];
+    for (count, sql) in deleted.iter_mut().zip(PRUNE) {
+        *count = conn
+            .prepare_cached(sql)?
+            .execute(params![from, to, before_ms])? as u64;
+    }
+    let [outbox_events, provider_events, webhooks] = deleted;
+    let next: Option<(i64, i64)> = conn
+        .prepare_cached(NEXT_TO_PRUNE)?
+        .query_row(params![to], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let report = PruneReport {
         outbox_events,
         provider_events,
         webhooks,
-    })
+    };
+    Ok((
+        report,
+        next.filter(|&(_, at)| at < before_ms).map(|(id, _)| id),
+    ))
 }
