@@ -37,6 +37,8 @@ struct Options {
     store_url: Option<String>,
     /// Instead of the phases: a fixed-rate run this long, watching memory and the queue.
     soak: Option<Duration>,
+    /// Start the bridge on the SQLite store the last run left, instead of an empty one.
+    keep_store: bool,
 }
 
 fn options() -> Options {
@@ -52,10 +54,16 @@ fn options() -> Options {
         store_dir: root.join("target/loadtest"),
         store_url: None,
         soak: None,
+        keep_store: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
+        if args[i] == "--keep-store" {
+            o.keep_store = true;
+            i += 1;
+            continue;
+        }
         let value = args.get(i + 1).cloned().unwrap_or_default();
         match args[i].as_str() {
             "--bridge" => o.bridge = PathBuf::from(value),
@@ -66,7 +74,7 @@ fn options() -> Options {
             "--soak" => o.soak = Some(Duration::from_secs(value.parse().unwrap_or(600))),
             other => {
                 eprintln!(
-                    "unknown option {other}; use --bridge PATH --duration SECS --rate N --connections N --store URL --soak SECS"
+                    "unknown option {other}; use --bridge PATH --duration SECS --rate N --connections N --store URL --soak SECS --keep-store"
                 );
                 std::process::exit(2);
             }
@@ -162,7 +170,9 @@ async fn helper(mode: &str) -> (Child, String) {
 }
 
 async fn start_bridge(o: &Options, sink: &str) -> (Child, String, Duration) {
-    let _ = std::fs::remove_dir_all(&o.store_dir);
+    if !o.keep_store {
+        let _ = std::fs::remove_dir_all(&o.store_dir);
+    }
     std::fs::create_dir_all(&o.store_dir).expect("store dir");
     let store = o
         .store_url
@@ -315,9 +325,16 @@ struct Outcome {
     ok: usize,
     elapsed: Duration,
     latency: Histogram<u64>,
+    /// Requests slower than [`SLOW`]: when each started (since the phase began) and how long it took.
+    slow: Vec<(Duration, Duration)>,
 }
 
-type Connection = tokio::task::JoinHandle<(usize, usize, Histogram<u64>)>;
+/// A request this slow is part of a stall worth locating in time.
+const SLOW: Duration = Duration::from_millis(50);
+
+/// What one connection counted: sent, answered 2xx, latencies, slow requests.
+type Counted = (usize, usize, Histogram<u64>, Vec<(Duration, Duration)>);
+type Connection = tokio::task::JoinHandle<Counted>;
 
 /// Adds up what each connection counted and measured.
 async fn combine(tasks: Vec<Connection>, started: Instant) -> Outcome {
@@ -326,14 +343,17 @@ async fn combine(tasks: Vec<Connection>, started: Instant) -> Outcome {
         ok: 0,
         elapsed: Duration::ZERO,
         latency: Histogram::new(3).expect("histogram"),
+        slow: Vec::new(),
     };
     for t in tasks {
-        if let Ok((sent, ok, h)) = t.await {
+        if let Ok((sent, ok, h, slow)) = t.await {
             outcome.sent += sent;
             outcome.ok += ok;
             let _ = outcome.latency.add(&h);
+            outcome.slow.extend(slow);
         }
     }
+    outcome.slow.sort();
     outcome.elapsed = started.elapsed();
     outcome
 }
@@ -355,7 +375,7 @@ async fn saturate(
             let mut ok = 0;
             let mut sent = 0;
             let Ok(mut stream) = TcpStream::connect(&addr).await else {
-                return (sent, ok, h);
+                return (sent, ok, h, Vec::new());
             };
             let _ = stream.set_nodelay(true);
             let mut buf = Vec::with_capacity(1024);
@@ -375,7 +395,7 @@ async fn saturate(
                     Err(_) => break,
                 }
             }
-            (sent, ok, h)
+            (sent, ok, h, Vec::new())
         }));
     }
     combine(tasks, started).await
@@ -397,9 +417,9 @@ async fn fixed_rate(addr: &str, requests: Requests, rate: u64, duration: Duratio
         let (addr, requests) = (addr.to_string(), requests.clone());
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new(3).expect("histogram");
-            let (mut sent, mut ok) = (0, 0);
+            let (mut sent, mut ok, mut slow) = (0, 0, Vec::new());
             let Ok(mut stream) = TcpStream::connect(&addr).await else {
-                return (sent, ok, h);
+                return (sent, ok, h, slow);
             };
             let _ = stream.set_nodelay(true);
             let mut buf = Vec::with_capacity(1024);
@@ -425,11 +445,15 @@ async fn fixed_rate(addr: &str, requests: Requests, rate: u64, duration: Duratio
                     && (200..300).contains(&status)
                 {
                     ok += 1;
-                    let _ = h.record(from.elapsed().as_micros() as u64);
+                    let took = from.elapsed();
+                    let _ = h.record(took.as_micros() as u64);
+                    if took > SLOW {
+                        slow.push((from.saturating_duration_since(start), took));
+                    }
                 }
                 k += 1;
             }
-            (sent, ok, h)
+            (sent, ok, h, slow)
         }));
     }
     combine(tasks, start).await
@@ -500,6 +524,29 @@ fn line(name: &str, o: &Outcome) {
         q(0.99),
         o.latency.max() as f64 / 1000.0
     );
+}
+
+/// Where the slow requests of a phase fell in time: bursts separated by a second or more.
+fn report_stalls(o: &Outcome) {
+    let mut bursts: Vec<(Duration, usize, Duration)> = Vec::new();
+    for &(at, took) in &o.slow {
+        match bursts.last_mut() {
+            Some((start, n, worst)) if at < *start + Duration::from_secs(1) => {
+                *n += 1;
+                *worst = (*worst).max(took);
+            }
+            _ => bursts.push((at, 1, took)),
+        }
+    }
+    for (at, n, worst) in bursts {
+        println!(
+            "{:<34} stall at {:.2} s: {n} requests over {} ms, the worst {:.0} ms",
+            "",
+            at.as_secs_f64(),
+            SLOW.as_millis(),
+            worst.as_secs_f64() * 1000.0
+        );
+    }
 }
 
 /// The machine the figures come from.
@@ -581,6 +628,7 @@ async fn run(o: Options) {
     let fixed = fixed_rate(&addr, rest, o.rate, o.duration).await;
     let during = scrape(&addr).await.since(&metrics_before);
     line(&format!("bridge, fixed {}/s", o.rate), &fixed);
+    report_stalls(&fixed);
     report_bridge_time(&during, fixed.elapsed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total_delivered = sink_count(&sink).await;
@@ -602,10 +650,13 @@ async fn run(o: Options) {
 
 /// Where a phase's time went inside the bridge, from its own histograms.
 fn report_bridge_time(during: &Histograms, elapsed: Duration) {
+    let requests = "bridge_request_duration_seconds";
     println!(
-        "{:<34} in the bridge {:.2} ms per webhook",
+        "{:<34} in the bridge {:.2} ms per webhook, {:.0} over {} ms",
         "",
-        during.mean("bridge_request_duration_seconds") * 1000.0,
+        during.mean(requests) * 1000.0,
+        during.count(requests) - during.at_most(requests, &SLOW.as_secs_f64().to_string()),
+        SLOW.as_millis(),
     );
     // The rest describes the SQLite writer; PostgreSQL has none.
     let commits = during.count("bridge_store_commit_seconds");
@@ -677,6 +728,18 @@ impl Histograms {
         (get("_count"), get("_sum"))
     }
 
+    /// How many observations of a histogram, over all its label sets, were at most `le`
+    /// seconds (one of the bridge's bucket bounds, written as `/metrics` writes it).
+    fn at_most(&self, name: &str, le: &str) -> f64 {
+        let bucket = format!("{name}_bucket{{");
+        let bound = format!("le=\"{le}\"");
+        self.0
+            .iter()
+            .filter(|(k, _)| k.starts_with(&bucket) && k.contains(&bound))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     fn total(&self, name: &str, suffix: &str) -> f64 {
         self.0
             .iter()
@@ -700,7 +763,7 @@ async fn scrape(addr: &str) -> Histograms {
     if roundtrip(&mut s, req.as_bytes(), &mut buf).await.is_ok() {
         for l in String::from_utf8_lossy(&buf).lines() {
             if let Some((key, value)) = l.rsplit_once(' ')
-                && (key.contains("_sum") || key.contains("_count"))
+                && (key.contains("_sum") || key.contains("_count") || key.contains("_bucket"))
                 && let Ok(v) = value.parse::<f64>()
             {
                 found.0.insert(key.to_string(), v);
@@ -723,6 +786,7 @@ async fn soak(o: Options, length: Duration) {
     let run = unix_now() % 1_000_000;
     let requests: Requests =
         Arc::new(move |i| Some(signer.request(&format!("evt_soak_{run}_{i:09}"), unix_now())));
+    let metrics_before = scrape(&addr).await;
     let started = Instant::now();
     let mut load = tokio::spawn({
         let addr = addr.clone();
@@ -752,6 +816,8 @@ async fn soak(o: Options, length: Duration) {
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     line(&format!("bridge, fixed {}/s, soak", o.rate), &outcome);
+    report_stalls(&outcome);
+    report_bridge_time(&scrape(&addr).await.since(&metrics_before), outcome.elapsed);
     let delivered = sink_count(&sink).await;
     println!(
         "{:<34} {} accepted, {} delivered, backlog {}",
