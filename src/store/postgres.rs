@@ -244,6 +244,8 @@ impl Store for PostgresStore {
         lease_ms: i64,
     ) -> Result<Vec<Leased>, StoreError> {
         let client = self.client().await?;
+        // A leased event is due again when its lease runs out, so it moves there in the due
+        // index, and later leases no longer step over the events in flight (as in SQLite).
         let stmt = client
             .prepare_cached(
                 "WITH due AS (
@@ -252,7 +254,8 @@ impl Store for PostgresStore {
                        AND (lease_until IS NULL OR lease_until < $3)
                      ORDER BY next_attempt_at, id LIMIT $4
                      FOR UPDATE SKIP LOCKED)
-                 UPDATE outbox o SET lease_owner = $1, lease_until = $2 FROM due WHERE o.id = due.id
+                 UPDATE outbox o SET lease_owner = $1, lease_until = $2, next_attempt_at = $2
+                 FROM due WHERE o.id = due.id
                  RETURNING o.id, o.source, o.insert_id, o.payload, o.attempts, o.created_at, o.request_id",
             )
             .await?;
