@@ -70,7 +70,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("cannot build the Greenflash client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] crate::deliver::ClientError),
 }
 
 fn list(diagnostics: &[Diagnostic]) -> String {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+
 use crate::verify::Secret;
 
 /// What one POST achieved.
@@ -27,15 +29,30 @@ pub enum Attempt {
 /// How much of an error response to keep with the event.
 const MAX_ERROR_BODY: usize = 2000;
 
+/// Why the client cannot be built: settings that would make every delivery fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("GREENFLASH_API_URL {url:?} is not an http(s) URL: {reason}")]
+    ApiUrl { url: String, reason: String },
+    #[error(
+        "GREENFLASH_API_KEY cannot be sent in an HTTP header: it holds a control character (a trailing newline?)"
+    )]
+    ApiKey,
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
 #[derive(Debug, Clone)]
 pub struct GreenflashClient {
     http: reqwest::Client,
-    events_url: String,
-    authorization: String,
+    /// Parsed once; a URL given as text would be parsed again for every event.
+    events_url: reqwest::Url,
+    /// Marked sensitive, so that it shows as `Sensitive` in any debug output.
+    authorization: HeaderValue,
 }
 
 impl GreenflashClient {
-    pub fn new(api_url: &str, api_key: &Secret, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(api_url: &str, api_key: &Secret, timeout: Duration) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -44,20 +61,32 @@ impl GreenflashClient {
             .user_agent(concat!("greenflash-bridge/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
+        let bad_url = |reason: String| ClientError::ApiUrl {
+            url: api_url.to_string(),
+            reason,
+        };
+        let events_url = reqwest::Url::parse(&format!("{}/events", api_url.trim_end_matches('/')))
+            .map_err(|e| bad_url(e.to_string()))?;
+        if !matches!(events_url.scheme(), "http" | "https") {
+            return Err(bad_url(format!("the scheme is {:?}", events_url.scheme())));
+        }
         let key = String::from_utf8_lossy(api_key.expose());
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| ClientError::ApiKey)?;
+        authorization.set_sensitive(true);
         Ok(Self {
             http,
-            events_url: format!("{}/events", api_url.trim_end_matches('/')),
-            authorization: format!("Bearer {key}"),
+            events_url,
+            authorization,
         })
     }
 
     pub async fn send(&self, payload: &str) -> Attempt {
         let response = self
             .http
-            .post(&self.events_url)
-            .header("authorization", &self.authorization)
-            .header("content-type", "application/json")
+            .post(self.events_url.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(payload.to_string())
             .send()
             .await;
@@ -132,6 +161,36 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(url: &str, key: &str) -> Result<GreenflashClient, ClientError> {
+        GreenflashClient::new(url, &Secret::new(key), Duration::from_secs(1))
+    }
+
+    #[test]
+    fn settings_that_would_fail_every_delivery_fail_at_start() {
+        let url = client("www.greenflash.ai/api/v1", "gf_key").unwrap_err();
+        assert!(
+            url.to_string().starts_with(
+                "GREENFLASH_API_URL \"www.greenflash.ai/api/v1\" is not an http(s) URL"
+            ),
+            "{url}"
+        );
+        let scheme = client("ftp://greenflash.ai/api/v1", "gf_key").unwrap_err();
+        assert!(
+            scheme.to_string().contains(r#"the scheme is "ftp""#),
+            "{scheme}"
+        );
+        let key = client("https://www.greenflash.ai/api/v1", "gf_key\n").unwrap_err();
+        assert!(matches!(key, ClientError::ApiKey), "{key}");
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let built = client("https://www.greenflash.ai/api/v1/", "gf_live_secret").unwrap();
+        let shown = format!("{built:?}");
+        assert!(!shown.contains("gf_live_secret"), "{shown}");
+        assert!(shown.contains(r#"path: "/api/v1/events""#), "{shown}");
+    }
 
     #[test]
     fn retry_after_takes_seconds_and_http_dates() {

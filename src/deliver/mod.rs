@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
 
-pub use client::{Attempt, GreenflashClient, parse_retry_after};
+pub use client::{Attempt, ClientError, GreenflashClient, parse_retry_after};
 use outcomes::Outcomes;
 
 use crate::store::{Completion, Leased, Store, now_ms};
