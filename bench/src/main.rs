@@ -663,11 +663,14 @@ fn report_bridge_time(during: &Histograms, elapsed: Duration) {
     if commits <= 0.0 {
         return;
     }
+    let commit = "bridge_store_commit_seconds";
     println!(
-        "{:<34} store: {:.1} operations per commit, {:.2} ms per commit",
+        "{:<34} store: {:.1} operations per commit, {:.2} ms per commit, {:.0} over {} ms",
         "",
         during.mean("bridge_store_batch_jobs"),
-        during.mean("bridge_store_commit_seconds") * 1000.0,
+        during.mean(commit) * 1000.0,
+        commits - during.at_most(commit, &SLOW.as_secs_f64().to_string()),
+        SLOW.as_millis(),
     );
     // How close the single writer is to saturation: commits queue behind each other once it is
     // busy most of the time, and that queueing is latency the disk alone does not explain.
@@ -684,9 +687,13 @@ fn report_bridge_time(during: &Histograms, elapsed: Duration) {
     };
     let (writer, writer_ms) = checkpoints("writer");
     let (background, background_ms) = checkpoints("background");
+    let checkpoint = "bridge_store_checkpoint_seconds";
+    let slow =
+        during.count(checkpoint) - during.at_most(checkpoint, &SLOW.as_secs_f64().to_string());
     println!(
-        "{:<34} WAL checkpoints: {writer:.0} by the writer ({writer_ms:.1} ms each), {background:.0} in the background ({background_ms:.1} ms each)",
+        "{:<34} WAL checkpoints: {writer:.0} by the writer ({writer_ms:.1} ms each), {background:.0} in the background ({background_ms:.1} ms each), {slow:.0} over {} ms",
         "",
+        SLOW.as_millis(),
     );
 }
 
