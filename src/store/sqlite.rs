@@ -217,7 +217,8 @@ impl SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Runs `work` on the reader connection, on a blocking thread; sees the last commit.
+    /// Runs `work` on the reader connection, on a blocking thread, in one read transaction:
+    /// it sees every commit made before it, and no later one between its statements.
     async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -228,7 +229,10 @@ impl SqliteStore {
             let conn = reader
                 .lock()
                 .map_err(|_| StoreError::Unavailable("a read on the store panicked".into()))?;
-            work(&conn).map_err(StoreError::from)
+            let snapshot = conn.unchecked_transaction()?;
+            let read = work(&snapshot)?;
+            snapshot.finish()?;
+            Ok(read)
         })
         .await
         .map_err(|_| StoreError::Closed)?
