@@ -226,9 +226,9 @@ impl SqliteStore {
     {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .map_err(|_| StoreError::Unavailable("a read on the store panicked".into()))?;
+            // A read that panicked left nothing behind (its transaction rolled back as it
+            // unwound), so the connection stays usable.
+            let conn = reader.lock().unwrap_or_else(|held| held.into_inner());
             let snapshot = conn.unchecked_transaction()?;
             let read = work(&snapshot)?;
             snapshot.finish()?;
