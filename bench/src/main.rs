@@ -655,7 +655,7 @@ fn report_bridge_time(during: &Histograms, elapsed: Duration) {
         "{:<34} in the bridge {:.2} ms per webhook, {:.0} over {} ms",
         "",
         during.mean(requests) * 1000.0,
-        during.count(requests) - during.at_most(requests, &SLOW.as_secs_f64().to_string()),
+        during.slower_than(requests, SLOW),
         SLOW.as_millis(),
     );
     // The rest describes the SQLite writer; PostgreSQL has none.
@@ -669,7 +669,7 @@ fn report_bridge_time(during: &Histograms, elapsed: Duration) {
         "",
         during.mean("bridge_store_batch_jobs"),
         during.mean(commit) * 1000.0,
-        commits - during.at_most(commit, &SLOW.as_secs_f64().to_string()),
+        during.slower_than(commit, SLOW),
         SLOW.as_millis(),
     );
     // How close the single writer is to saturation: commits queue behind each other once it is
@@ -687,9 +687,7 @@ fn report_bridge_time(during: &Histograms, elapsed: Duration) {
     };
     let (writer, writer_ms) = checkpoints("writer");
     let (background, background_ms) = checkpoints("background");
-    let checkpoint = "bridge_store_checkpoint_seconds";
-    let slow =
-        during.count(checkpoint) - during.at_most(checkpoint, &SLOW.as_secs_f64().to_string());
+    let slow = during.slower_than("bridge_store_checkpoint_seconds", SLOW);
     println!(
         "{:<34} WAL checkpoints: {writer:.0} by the writer ({writer_ms:.1} ms each), {background:.0} in the background ({background_ms:.1} ms each), {slow:.0} over {} ms",
         "",
@@ -735,16 +733,18 @@ impl Histograms {
         (get("_count"), get("_sum"))
     }
 
-    /// How many observations of a histogram, over all its label sets, were at most `le`
-    /// seconds (one of the bridge's bucket bounds, written as `/metrics` writes it).
-    fn at_most(&self, name: &str, le: &str) -> f64 {
+    /// How many observations of a histogram, over all its label sets, took longer than
+    /// `bound`, which must be one of the bridge's bucket bounds (50 ms is).
+    fn slower_than(&self, name: &str, bound: Duration) -> f64 {
         let bucket = format!("{name}_bucket{{");
-        let bound = format!("le=\"{le}\"");
-        self.0
+        let le = format!("le=\"{}\"", bound.as_secs_f64());
+        let at_most: f64 = self
+            .0
             .iter()
-            .filter(|(k, _)| k.starts_with(&bucket) && k.contains(&bound))
+            .filter(|(k, _)| k.starts_with(&bucket) && k.contains(&le))
             .map(|(_, v)| v)
-            .sum()
+            .sum();
+        self.count(name) - at_most
     }
 
     fn total(&self, name: &str, suffix: &str) -> f64 {
@@ -833,12 +833,15 @@ async fn soak(o: Options, length: Duration) {
         delivered,
         (outcome.ok as u64).saturating_sub(delivered)
     );
+    // The peak is sampled; the reading at the end may be above the last sample.
+    let end = rss_mb(pid);
+    let peak = end.max(peak.load(Ordering::Relaxed) as f64 / 1024.0);
+    let first = first_minute.map_or(String::new(), |mb| {
+        format!("after the first minute {mb:.1} MB, ")
+    });
     println!(
-        "{:<34} RSS after the first minute {:.1} MB, at the end {:.1} MB, peak {:.1} MB",
-        "",
-        first_minute.unwrap_or(0.0),
-        rss_mb(pid),
-        peak.load(Ordering::Relaxed) as f64 / 1024.0
+        "{:<34} RSS {first}at the end {end:.1} MB, peak {peak:.1} MB",
+        ""
     );
     rss_task.abort();
     drop(bridge);
