@@ -138,7 +138,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a webhook and its events in one durable transaction.
     async fn accept(&self, webhook: NewWebhook) -> Result<Acceptance, StoreError>;
 
-    /// Leases up to `limit` due pending events to `owner` for `lease_ms`.
+    /// Leases up to `limit` due pending events to `owner` for `lease_ms`. A leased event is
+    /// due again when its lease runs out (its next attempt moves there), so that another
+    /// owner takes it over if this one never completes it.
     async fn lease(
         &self,
         owner: &str,
