@@ -72,6 +72,24 @@ INSERT INTO delivery_throttle (id, not_before) VALUES (1, 0);
 ",
 )];
 
+/// Webhook ids per retention step.
+const PRUNE_WINDOW: i64 = 512;
+
+/// Retention's deletes for webhook ids in `$1..$2` and rows older than `$3`, in order:
+/// finished deliveries, identities nothing is left to do for (mapping failures are kept for
+/// replay), raw bodies no identity needs. Outbox events are reached through their identity.
+const PRUNE: [&str; 3] = [
+    "DELETE FROM outbox o USING provider_events p
+     WHERE p.webhook_id >= $1 AND p.webhook_id < $2
+       AND o.source = p.source AND o.event_id = p.event_id
+       AND o.state IN ('delivered', 'dry_run', 'dropped') AND o.updated_at < $3",
+    "DELETE FROM provider_events p WHERE p.webhook_id >= $1 AND p.webhook_id < $2
+     AND p.received_at < $3 AND p.status IN ('mapped', 'ignored')
+     AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.source = p.source AND o.event_id = p.event_id)",
+    "DELETE FROM webhooks w WHERE w.id >= $1 AND w.id < $2 AND w.received_at < $3
+     AND NOT EXISTS (SELECT 1 FROM provider_events p WHERE p.webhook_id = w.id)",
+];
+
 /// An arbitrary constant naming the migration lock.
 const MIGRATION_LOCK: i64 = 0x6772_6565_6e66;
 
@@ -519,34 +537,33 @@ impl Store for PostgresStore {
     }
 
     async fn prune(&self, before_ms: i64) -> Result<PruneReport, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let outbox_events = tx
-            .execute(
-                "DELETE FROM outbox WHERE state IN ('delivered', 'dry_run', 'dropped') AND updated_at < $1",
-                &[&before_ms],
-            )
-            .await?;
-        let provider_events = tx
-            .execute(
-                "DELETE FROM provider_events p WHERE p.received_at < $1 AND p.status IN ('mapped', 'ignored')
-                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.source = p.source AND o.event_id = p.event_id)",
-                &[&before_ms],
-            )
-            .await?;
-        let webhooks = tx
-            .execute(
-                "DELETE FROM webhooks w WHERE w.received_at < $1
-                 AND NOT EXISTS (SELECT 1 FROM provider_events p WHERE p.webhook_id = w.id)",
-                &[&before_ms],
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(PruneReport {
-            outbox_events,
-            provider_events,
-            webhooks,
-        })
+        // Step by step, oldest webhooks first, as on SQLite: each step is a short transaction
+        // over a window of webhook ids, instead of one transaction over every table.
+        let mut total = PruneReport::default();
+        let mut from: Option<i64> = Some(0);
+        while let Some(start) = from {
+            let to = start.saturating_add(PRUNE_WINDOW);
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let mut deleted = [0u64; 3];
+            for (count, sql) in deleted.iter_mut().zip(PRUNE) {
+                *count = tx.execute(sql, &[&start, &to, &before_ms]).await?;
+            }
+            let next = tx
+                .query_opt(
+                    "SELECT id, received_at FROM webhooks WHERE id >= $1 ORDER BY id LIMIT 1",
+                    &[&to],
+                )
+                .await?;
+            tx.commit().await?;
+            total.outbox_events += deleted[0];
+            total.provider_events += deleted[1];
+            total.webhooks += deleted[2];
+            from = next
+                .filter(|row| row.get::<_, i64>(1) < before_ms)
+                .map(|row| row.get(0));
+        }
+        Ok(total)
     }
 
     async fn throttled_until(&self) -> Result<i64, StoreError> {
