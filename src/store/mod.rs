@@ -276,6 +276,25 @@ pub struct PruneReport {
     pub webhooks: u64,
 }
 
+impl PruneReport {
+    /// From rows deleted per table, in the order retention deletes them: outbox events,
+    /// provider events, webhooks.
+    fn deleted([outbox_events, provider_events, webhooks]: [u64; 3]) -> Self {
+        Self {
+            outbox_events,
+            provider_events,
+            webhooks,
+        }
+    }
+
+    /// Adds one retention step's counts to a running total.
+    fn add(&mut self, step: Self) {
+        self.outbox_events += step.outbox_events;
+        self.provider_events += step.provider_events;
+        self.webhooks += step.webhooks;
+    }
+}
+
 /// Opens the store a URL names: `sqlite://PATH` (relative to the working directory;
 /// `sqlite:///abs/path` for an absolute one) or `postgres://…` / `postgresql://…`. Either is
 /// created or migrated as needed.

@@ -540,10 +540,10 @@ impl Store for PostgresStore {
         // Step by step, oldest webhooks first, as on SQLite: each step is a short transaction
         // over a window of webhook ids, instead of one transaction over every table.
         let mut total = PruneReport::default();
+        let mut client = self.client().await?;
         let mut from: Option<i64> = Some(0);
         while let Some(start) = from {
             let to = start.saturating_add(PRUNE_WINDOW);
-            let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let mut deleted = [0u64; 3];
             for (count, sql) in deleted.iter_mut().zip(PRUNE) {
@@ -556,9 +556,7 @@ impl Store for PostgresStore {
                 )
                 .await?;
             tx.commit().await?;
-            total.outbox_events += deleted[0];
-            total.provider_events += deleted[1];
-            total.webhooks += deleted[2];
+            total.add(PruneReport::deleted(deleted));
             from = next
                 .filter(|row| row.get::<_, i64>(1) < before_ms)
                 .map(|row| row.get(0));

@@ -444,9 +444,7 @@ impl Store for SqliteStore {
             let (step, next) = self
                 .call(move |conn| ops::prune_step(conn, start, before_ms))
                 .await?;
-            total.outbox_events += step.outbox_events;
-            total.provider_events += step.provider_events;
-            total.webhooks += step.webhooks;
+            total.add(step);
             from = next;
         }
         Ok(total)

@@ -289,18 +289,12 @@ pub(super) fn prune_step(
             .prepare_cached(sql)?
             .execute(params![from, to, before_ms])? as u64;
     }
-    let [outbox_events, provider_events, webhooks] = deleted;
     let next: Option<(i64, i64)> = conn
         .prepare_cached(NEXT_TO_PRUNE)?
         .query_row(params![to], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let report = PruneReport {
-        outbox_events,
-        provider_events,
-        webhooks,
-    };
     Ok((
-        report,
+        PruneReport::deleted(deleted),
         next.filter(|&(_, at)| at < before_ms).map(|(id, _)| id),
     ))
 }
