@@ -32,6 +32,16 @@ enum WildStep {
     Each,
 }
 
+impl WildStep {
+    /// The step itself, unless it is a wildcard.
+    fn plain(&self) -> Option<Step> {
+        match self {
+            Self::One(step) => Some(step.clone()),
+            Self::Each => None,
+        }
+    }
+}
+
 /// One step of a plain path.
 #[derive(Debug, Clone)]
 pub(super) enum Step {
@@ -50,16 +60,11 @@ impl JsonPath {
     pub fn parse(text: &str) -> Result<Self, PathError> {
         let query = parse_json_path(text).map_err(|e| describe(text, e))?;
         let kind = match walk_steps(&query) {
-            Some(steps) if steps.iter().all(|s| matches!(s, WildStep::One(_))) => Kind::Plain(
-                steps
-                    .into_iter()
-                    .filter_map(|s| match s {
-                        WildStep::One(step) => Some(step),
-                        WildStep::Each => None,
-                    })
-                    .collect(),
-            ),
-            Some(steps) => Kind::Wild(steps),
+            // A plain path is a walkable one without wildcards.
+            Some(steps) => match steps.iter().map(WildStep::plain).collect() {
+                Some(plain) => Kind::Plain(plain),
+                None => Kind::Wild(steps),
+            },
             None => Kind::Query(Box::new(query)),
         };
         Ok(Self {
