@@ -37,6 +37,7 @@ fn webhook(body: &Bytes, n: u64) -> NewWebhook {
                 ),
             }],
         }],
+        claim: None,
     }
 }
 

@@ -201,6 +201,7 @@ impl Intake {
             headers_json: headers.to_stored_json(),
             body,
             events,
+            claim: None,
         };
         let acceptance = self
             .store

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use greenflash_bridge::store::{
-    Completion, DeadSelector, NewOutboxEvent, NewProviderEvent, NewWebhook, ReplayQuery,
+    Claim, Completion, DeadSelector, NewOutboxEvent, NewProviderEvent, NewWebhook, ReplayQuery,
     ReplayUpdate, Store,
 };
 
@@ -35,6 +35,7 @@ fn webhook(source: &str, ids: &[&str]) -> NewWebhook {
                 }],
             })
             .collect(),
+        claim: None,
     }
 }
 
@@ -68,6 +69,7 @@ contract!(
     concurrent_redeliveries_are_stored_once,
     each_due_event_is_leased_to_one_owner_until_its_lease_expires,
     a_stale_owner_cannot_complete_an_event_taken_over,
+    events_stored_under_a_claim_are_leased_to_its_owner,
     retries_wait_until_due_and_throttling_does_not_count,
     dead_letters_are_listed_retried_and_dropped,
     replay_sees_stored_webhooks_and_records_new_events,
@@ -180,6 +182,63 @@ async fn a_stale_owner_cannot_complete_an_event_taken_over(store: Arc<dyn Store>
     assert_eq!(
         (event.state.as_str(), event.attempts, event.last_status),
         ("delivered", 1, Some(200))
+    );
+}
+
+async fn events_stored_under_a_claim_are_leased_to_its_owner(store: Arc<dyn Store>) {
+    let claimed = |ids: &[&str]| NewWebhook {
+        claim: Some(Claim {
+            owner: "A".into(),
+            until_ms: NOW + LEASE,
+        }),
+        ..webhook("stripe", ids)
+    };
+    let first = store.accept(claimed(&["a", "b"])).await.unwrap();
+    assert_eq!(first.duplicates, vec![false, false]);
+    let handed: Vec<(&str, u32, i64)> = first
+        .claimed
+        .iter()
+        .map(|e| (e.insert_id.as_str(), e.attempts, e.created_at_ms))
+        .collect();
+    assert_eq!(
+        handed,
+        vec![("stripe:a:paid", 0, NOW), ("stripe:b:paid", 0, NOW)]
+    );
+    let again = store.accept(claimed(&["a"])).await.unwrap();
+    assert!(again.claimed.is_empty(), "a duplicate hands nothing over");
+    store.accept(webhook("stripe", &["c"])).await.unwrap();
+    let unclaimed = store.lease("B", 10, NOW, LEASE).await.unwrap();
+    assert_eq!(
+        unclaimed
+            .iter()
+            .map(|e| e.insert_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["stripe:c:paid"],
+        "A holds what it claimed"
+    );
+    let done = |id| vec![Completion::Delivered { id, status: 200 }];
+    store
+        .complete("B", NOW, done(unclaimed[0].id))
+        .await
+        .unwrap();
+    store
+        .complete("A", NOW, done(first.claimed[0].id))
+        .await
+        .unwrap();
+    let delivered = store
+        .outbox_event(first.claimed[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        delivered.state, "delivered",
+        "the claim's owner completes it"
+    );
+    let taken_over = store.lease("B", 10, NOW + LEASE + 1, LEASE).await.unwrap();
+    assert_eq!(
+        taken_over,
+        vec![first.claimed[1].clone()],
+        "once the claim runs out, the event is anyone's, as leased"
     );
 }
 

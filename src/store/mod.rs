@@ -4,8 +4,10 @@
 //! The contract every engine keeps: `accept` writes a webhook and all its events in one
 //! transaction and returns only once that transaction is durable; a provider event already
 //! stored (same source and id) is reported as a duplicate and nothing of it is written again;
-//! `lease` hands each due event to one worker at a time until its lease expires; `complete`
-//! only applies to events the caller still holds (fencing against a stale worker).
+//! `lease` hands each due event to one worker at a time until its lease expires (an `accept`
+//! with a [`Claim`] stores its events already leased, for delivery to take them straight from
+//! intake); `complete` only applies to events the caller still holds (fencing against a stale
+//! worker).
 
 mod postgres;
 mod sqlite;
@@ -30,6 +32,17 @@ pub struct NewWebhook {
     pub headers_json: String,
     pub body: Bytes,
     pub events: Vec<NewProviderEvent>,
+    /// Store the new outbox events already leased, as `lease` would, and return them in
+    /// [`Acceptance::claimed`]; `None` stores them due now, for `lease` to find.
+    pub claim: Option<Claim>,
+}
+
+/// A lease taken at the moment events are stored: `owner` holds them until `until_ms`, when
+/// they fall due for anyone (the same state `lease` leaves an event in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub owner: String,
+    pub until_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +76,8 @@ pub struct QueueStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acceptance {
     pub duplicates: Vec<bool>,
+    /// With a [`Claim`]: every outbox event stored, leased to its owner, in order.
+    pub claimed: Vec<Leased>,
 }
 
 impl Acceptance {
@@ -73,7 +88,7 @@ impl Acceptance {
 }
 
 /// An outbox event handed to one delivery worker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leased {
     pub id: i64,
     pub source: String,
@@ -84,6 +99,21 @@ pub struct Leased {
     pub created_at_ms: i64,
     /// The request that brought the webhook, so logs follow it through delivery.
     pub request_id: String,
+}
+
+impl Leased {
+    /// The outbox event `out` of `webhook`, stored as `id` under a claim, as delivery gets it.
+    fn claimed(id: i64, webhook: &NewWebhook, out: &NewOutboxEvent) -> Self {
+        Self {
+            id,
+            source: webhook.source.clone(),
+            insert_id: out.insert_id.clone(),
+            payload: out.payload.clone(),
+            attempts: 0,
+            created_at_ms: webhook.received_at_ms,
+            request_id: webhook.request_id.clone(),
+        }
+    }
 }
 
 /// The end of one delivery attempt.

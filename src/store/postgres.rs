@@ -204,10 +204,16 @@ impl Store for PostgresStore {
             .await?;
         let insert_outbox = tx
             .prepare_cached(
-                "INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at, updated_at, request_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7)",
+                "INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at, updated_at, request_id,
+                     lease_owner, lease_until)
+                 VALUES ($1, $2, $3, $4, $5, COALESCE($9::BIGINT, $6::BIGINT), $6, $6, $7, $8, $9) RETURNING id",
             )
             .await?;
+        let (owner, until_ms) = match &webhook.claim {
+            Some(claim) => (Some(claim.owner.as_str()), Some(claim.until_ms)),
+            None => (None, None),
+        };
+        let mut claimed = Vec::new();
         let mut duplicates = Vec::with_capacity(webhook.events.len());
         for event in &webhook.events {
             let inserted = tx
@@ -229,22 +235,32 @@ impl Store for PostgresStore {
                 continue;
             }
             for out in &event.outbox {
-                tx.execute(
-                    &insert_outbox,
-                    &[
-                        &webhook.source,
-                        &event.event_id,
-                        &out.rule,
-                        &out.insert_id,
-                        &out.payload,
-                        &webhook.received_at_ms,
-                        &webhook.request_id,
-                    ],
-                )
-                .await?;
+                let id: i64 = tx
+                    .query_one(
+                        &insert_outbox,
+                        &[
+                            &webhook.source,
+                            &event.event_id,
+                            &out.rule,
+                            &out.insert_id,
+                            &out.payload,
+                            &webhook.received_at_ms,
+                            &webhook.request_id,
+                            &owner,
+                            &until_ms,
+                        ],
+                    )
+                    .await?
+                    .get(0);
+                if owner.is_some() {
+                    claimed.push(Leased::claimed(id, &webhook, out));
+                }
             }
         }
-        let acceptance = Acceptance { duplicates };
+        let acceptance = Acceptance {
+            duplicates,
+            claimed,
+        };
         if acceptance.stored_new() {
             tx.commit().await?;
         } else {

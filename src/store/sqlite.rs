@@ -492,7 +492,10 @@ fn accept(
         duplicates.push(found.is_some());
     }
     if duplicates.iter().all(|d| *d) {
-        return Ok(Acceptance { duplicates });
+        return Ok(Acceptance {
+            duplicates,
+            claimed: Vec::new(),
+        });
     }
     conn.prepare_cached(
         "INSERT INTO webhooks (source, request_id, received_at, headers, body, body_encoding)
@@ -512,6 +515,11 @@ fn accept(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut insert_outbox = conn.prepare_cached(ops::INSERT_OUTBOX)?;
+    let (owner, until_ms) = match &webhook.claim {
+        Some(claim) => (Some(claim.owner.as_str()), Some(claim.until_ms)),
+        None => (None, None),
+    };
+    let mut claimed = Vec::new();
     // The same event id twice in one body counts once.
     let mut seen = std::collections::HashSet::new();
     for (event, duplicate) in webhook.events.iter().zip(duplicates.iter_mut()) {
@@ -541,10 +549,18 @@ fn accept(
                 webhook.received_at_ms,
                 webhook.request_id,
                 webhook_id,
+                owner,
+                until_ms,
             ])?;
+            if owner.is_some() {
+                claimed.push(Leased::claimed(conn.last_insert_rowid(), webhook, out));
+            }
         }
     }
-    Ok(Acceptance { duplicates })
+    Ok(Acceptance {
+        duplicates,
+        claimed,
+    })
 }
 
 fn complete(

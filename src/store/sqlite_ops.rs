@@ -9,11 +9,13 @@ use super::{
     StoredWebhook,
 };
 
-/// Adds an outbox event: source, event_id, rule, insert_id, payload, due/created time,
-/// request_id, webhook_id.
+/// Adds an outbox event: source, event_id, rule, insert_id, payload, created time, request_id,
+/// webhook_id, then lease owner and lease end — both NULL for an event due at once; with a
+/// lease, it is due when the lease runs out, as after `lease`.
 pub(super) const INSERT_OUTBOX: &str = "INSERT INTO outbox (source, event_id, rule, insert_id,
-    payload, next_attempt_at, created_at, updated_at, request_id, webhook_id)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8)";
+    payload, next_attempt_at, created_at, updated_at, request_id, webhook_id, lease_owner,
+    lease_until)
+    VALUES (?1, ?2, ?3, ?4, ?5, COALESCE(?10, ?6), ?6, ?6, ?7, ?8, ?9, ?10)";
 
 /// A webhook body as the store keeps it: LZ4-compressed when that makes it smaller (JSON
 /// bodies shrink to a third or less, which is most of the bytes written per webhook).
@@ -243,6 +245,8 @@ pub(super) fn record_replay(
                 now_ms,
                 request_id,
                 webhook_id,
+                None::<&str>,
+                None::<i64>,
             ])?;
         }
     }

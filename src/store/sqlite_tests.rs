@@ -115,6 +115,7 @@ async fn bodies_come_back_byte_for_byte_whether_compressed_or_not() {
                 detail: None,
                 outbox: Vec::new(),
             }],
+            claim: None,
         };
         store.accept(webhook).await.unwrap();
         let encoding: String = store
@@ -182,6 +183,7 @@ async fn accept_events(store: &SqliteStore, n: usize) {
             headers_json: "{}".into(),
             body: bytes::Bytes::from_static(b"[]"),
             events,
+            claim: None,
         })
         .await
         .unwrap();
