@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::deliver::{DeliveryConfig, Dispatcher, GreenflashClient, Sink};
 use crate::greenflash::is_uuid;
@@ -149,17 +149,16 @@ impl Application {
                 "Resuming deliveries interrupted by the last stop."
             );
         }
-        let wake = Arc::new(Notify::new());
+        let dispatcher = Dispatcher::new(store.clone(), sink, config.delivery.clone());
         let intake = Arc::new(Intake::new(
             sources,
             store.clone(),
-            wake.clone(),
+            dispatcher.handoff(),
             product_id.clone(),
         ));
         let version = intake.sources().catalog.version.clone();
 
         let (stop_delivery, stopped) = watch::channel(false);
-        let dispatcher = Dispatcher::new(store.clone(), sink, config.delivery.clone(), wake);
         let delivery = dispatcher.health();
         let grace = config.shutdown_grace;
         let dispatcher = tokio::spawn(dispatcher.run(stopped, grace));

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::Notify;
 
+use crate::deliver::{Handoff, Reservation};
 use crate::inbound::{Headers, Request};
 use crate::mapping::{Catalog, IdentifyError, Options, Source, Status};
 use crate::store::{NewOutboxEvent, NewProviderEvent, NewWebhook, Store, StoreError, now_ms};
@@ -88,7 +88,7 @@ pub struct ReceiptEvent {
 pub struct Intake {
     sources: ArcSwap<Sources>,
     store: Arc<dyn Store>,
-    wake: Arc<Notify>,
+    handoff: Handoff,
     default_product_id: Option<String>,
 }
 
@@ -96,13 +96,13 @@ impl Intake {
     pub fn new(
         sources: Sources,
         store: Arc<dyn Store>,
-        wake: Arc<Notify>,
+        handoff: Handoff,
         default_product_id: Option<String>,
     ) -> Self {
         Self {
             sources: ArcSwap::from_pointee(sources),
             store,
-            wake,
+            handoff,
             default_product_id,
         }
     }
@@ -194,6 +194,11 @@ impl Intake {
                 outbox,
             });
         }
+        // Delivery takes the events straight from here when it has room; otherwise they are
+        // stored due, and it finds them in the store.
+        let reserved = self
+            .handoff
+            .reserve(events.iter().map(|e| e.outbox.len()).sum());
         let webhook = NewWebhook {
             source: source_name.to_string(),
             request_id: request_id.to_string(),
@@ -201,15 +206,17 @@ impl Intake {
             headers_json: headers.to_stored_json(),
             body,
             events,
-            claim: None,
+            claim: reserved.as_ref().map(Reservation::claim),
         };
-        let acceptance = self
+        let mut acceptance = self
             .store
             .accept(webhook)
             .await
             .map_err(IntakeError::Store)?;
-        if acceptance.stored_new() {
-            self.wake.notify_one();
+        match reserved {
+            Some(reserved) => reserved.hand_over(std::mem::take(&mut acceptance.claimed)),
+            None if acceptance.stored_new() => self.handoff.wake(),
+            None => {}
         }
         let receipt_events: Vec<ReceiptEvent> = mapped
             .iter()

@@ -76,6 +76,37 @@ async fn a_20_second_outage_loses_nothing() {
 }
 
 #[tokio::test]
+async fn events_beyond_what_delivery_holds_in_memory_are_delivered_once_without_waiting() {
+    // One worker takes eight events from intake in memory; a slow Greenflash makes the other
+    // fifty-two overflow into the store, where delivery finds them due. An overflowing event
+    // stored as if handed over would wait out its 60 s lease, past this test's deadline.
+    let standin = Standin::start();
+    standin.delay(Duration::from_millis(20));
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = Setup::new(dir.path(), &standin)
+        .env("BRIDGE_DELIVERY_CONCURRENCY", "1")
+        .start();
+    let client = reqwest::Client::new();
+    let mut senders = Vec::new();
+    for task in 0..6 {
+        let (client, url) = (client.clone(), bridge.url.clone());
+        senders.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let body = invoice_paid(&format!("evt_overflow_{task}_{i}"));
+                assert_eq!(send(&client, &url, &body).await, Some(200));
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let events = standin.wait_for_accepted(60, WAIT);
+    let ids: HashSet<String> = events.iter().map(event_id_of).collect();
+    assert_eq!(ids.len(), 60, "every acknowledged webhook delivered");
+    assert_eq!(standin.duplicates(), 0, "none sent twice");
+}
+
+#[tokio::test]
 async fn retry_after_is_honoured_and_throttling_does_not_use_up_attempts() {
     let standin = Standin::start();
     standin.script([Scripted {

@@ -4,15 +4,18 @@
 //! however often it is retried (at-least-once delivery, effectively once).
 
 mod client;
+mod handoff;
 mod outcomes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 pub use client::{Attempt, ClientError, GreenflashClient, parse_retry_after};
+use handoff::Handed;
+pub use handoff::{Handoff, Reservation};
 use outcomes::Outcomes;
 
 use crate::store::{Completion, Leased, Store, now_ms};
@@ -22,6 +25,9 @@ use crate::telemetry;
 const SHARED_THROTTLE_CHECK: Duration = Duration::from_millis(500);
 /// How long the dispatcher waits for a fuller batch of free workers before leasing.
 const LEASE_BATCH_WAIT: Duration = Duration::from_millis(5);
+/// Events intake may hand over per delivery worker: enough that at full speed events go from
+/// intake to delivery in memory, few enough that a crash leaves little waiting for its lease.
+const HANDOFF_PER_WORKER: usize = 8;
 
 /// When to try again after a retryable failure: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy)]
@@ -108,26 +114,34 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     sink: Sink,
     config: DeliveryConfig,
+    /// Notified by intake when it stored events without handing them over.
     wake: Arc<Notify>,
+    handoff: Handoff,
+    /// What intake handed over; taken by `run`.
+    handed: Option<mpsc::Receiver<Handed>>,
     owner: String,
     health: Arc<DeliveryHealth>,
 }
 
 impl Dispatcher {
-    /// `wake` is notified by intake whenever new events are stored.
-    pub fn new(
-        store: Arc<dyn Store>,
-        sink: Sink,
-        config: DeliveryConfig,
-        wake: Arc<Notify>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, sink: Sink, config: DeliveryConfig) -> Self {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let health = Arc::new(DeliveryHealth::default());
+        let (handoff, handed, wake) = Handoff::new(
+            config.concurrency.max(1).saturating_mul(HANDOFF_PER_WORKER),
+            owner.clone(),
+            config.lease,
+            health.clone(),
+        );
         Self {
             store,
             sink,
             config,
             wake,
-            owner: uuid::Uuid::new_v4().to_string(),
-            health: Arc::new(DeliveryHealth::default()),
+            handoff,
+            handed: Some(handed),
+            owner,
+            health,
         }
     }
 
@@ -136,11 +150,25 @@ impl Dispatcher {
         self.health.clone()
     }
 
+    /// For intake: hands new events over, or says where to look for them.
+    pub fn handoff(&self) -> Handoff {
+        self.handoff.clone()
+    }
+
     /// Runs until `shutdown` turns true, then waits for in-flight deliveries up to `grace`.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let outcomes = Outcomes::start(self.store.clone(), self.owner.clone());
+        let handed = self.handed.take();
         let this = Arc::new(self);
+        let taking = handed.map(|handed| {
+            tokio::spawn(this.clone().take_handed(
+                handed,
+                permits.clone(),
+                outcomes.clone(),
+                shutdown.clone(),
+            ))
+        });
         let mut last_shared_check = std::time::Instant::now() - SHARED_THROTTLE_CHECK;
         // Lease in batches: when only a few deliveries have finished, wait briefly for more
         // rather than paying a lease round trip per event.
@@ -233,10 +261,69 @@ impl Dispatcher {
                 }
             }
         }
+        if let Some(taking) = taking {
+            let _ = taking.await;
+        }
         // Let in-flight deliveries record their outcome; whatever does not finish in time keeps
         // its lease and is picked up again after restart.
         let all = u32::try_from(this.config.concurrency.max(1)).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(grace, permits.acquire_many(all)).await;
+    }
+
+    /// Delivers what intake hands over, sharing the workers with the lease path, until
+    /// shutdown; then gives back what is still queued, due now.
+    async fn take_handed(
+        self: Arc<Self>,
+        mut handed: mpsc::Receiver<Handed>,
+        permits: Arc<Semaphore>,
+        outcomes: Outcomes,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut returned = Vec::new();
+        loop {
+            let next = tokio::select! {
+                next = handed.recv() => next,
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            let Some(next) = next else { break };
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit.ok(),
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            let Some(permit) = permit else {
+                returned.push(next.event);
+                break;
+            };
+            let now = now_ms();
+            let paused = self.health.key_refused() || self.health.throttled_until_ms() > now;
+            if paused || !next.fresh(self.config.lease, now) {
+                // Back to the store, due when delivery may go on; the lease path takes it
+                // from there (one probe at a time while the key is refused).
+                let due = self.health.throttled_until_ms().max(now);
+                let _ = outcomes.record(give_back(next.event.id, due)).await;
+                continue;
+            }
+            let this = self.clone();
+            let outcomes = outcomes.clone();
+            tokio::spawn(async move {
+                this.deliver(next.event, &outcomes).await;
+                drop(permit);
+            });
+        }
+        // Intake has stopped by now (the server drains before delivery stops): what is queued
+        // is all there is. Given back due now, another replica need not wait for the leases.
+        handed.close();
+        while let Ok(next) = handed.try_recv() {
+            returned.push(next.event);
+        }
+        if !returned.is_empty() {
+            let now = now_ms();
+            let back = returned.iter().map(|e| give_back(e.id, now)).collect();
+            if let Err(e) = self.store.complete(&self.owner, now, back).await {
+                // Their leases run out and the lease path takes them; nothing is lost.
+                tracing::warn!(error = %e, events = returned.len(), "Cannot give back events not yet delivered at shutdown.");
+            }
+        }
     }
 
     async fn idle_sleep(&self) -> Duration {
@@ -359,6 +446,18 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// An event handed over but not sent, returned to the store due at `due_ms`; its attempts
+/// are untouched.
+fn give_back(id: i64, due_ms: i64) -> Completion {
+    Completion::Retry {
+        id,
+        next_attempt_ms: due_ms,
+        status: None,
+        error: "not sent yet: delivery was paused or busy".into(),
+        counts: false,
     }
 }
 
