@@ -208,16 +208,27 @@ impl Intake {
             events,
             claim: reserved.as_ref().map(Reservation::claim),
         };
-        let mut acceptance = self
-            .store
-            .accept(webhook)
+        // In a task of its own: the provider may hang up while the commit is under way, which
+        // drops this request's future, and events committed under a claim would then wait out
+        // their lease instead of being handed over.
+        let (store, handoff) = (self.store.clone(), self.handoff.clone());
+        let stored = tokio::spawn(async move {
+            let mut acceptance = store.accept(webhook).await?;
+            match reserved {
+                Some(reserved) => reserved.hand_over(std::mem::take(&mut acceptance.claimed)),
+                None if acceptance.stored_new() => handoff.wake(),
+                None => {}
+            }
+            Ok(acceptance)
+        });
+        let acceptance = stored
             .await
+            .map_err(|e| {
+                IntakeError::Store(StoreError::Unavailable(format!(
+                    "the accept task failed: {e}"
+                )))
+            })?
             .map_err(IntakeError::Store)?;
-        match reserved {
-            Some(reserved) => reserved.hand_over(std::mem::take(&mut acceptance.claimed)),
-            None if acceptance.stored_new() => self.handoff.wake(),
-            None => {}
-        }
         let receipt_events: Vec<ReceiptEvent> = mapped
             .iter()
             .zip(&acceptance.duplicates)

@@ -63,7 +63,7 @@ impl Handoff {
     /// Room for `events` new events, if delivery can take them now: not while it is paused
     /// (key refused, throttled) or its queue is full — those events are stored due instead,
     /// and the lease path finds them.
-    pub fn reserve(&self, events: usize) -> Option<Reservation<'_>> {
+    pub fn reserve(&self, events: usize) -> Option<Reservation> {
         if events == 0 || self.health.key_refused() {
             return None;
         }
@@ -71,7 +71,11 @@ impl Handoff {
         if self.health.throttled_until_ms() > now {
             return None;
         }
-        let permits = self.queue.try_reserve_many(events).ok()?;
+        // Owned places, so that a reservation can outlive the request that made it (see
+        // `Intake::receive`); places already taken are given back if one is missing.
+        let permits = (0..events)
+            .map(|_| self.queue.clone().try_reserve_owned().ok())
+            .collect::<Option<Vec<_>>>()?;
         let until_ms = now.saturating_add(i64::try_from(self.lease.as_millis()).ok()?);
         Some(Reservation {
             permits,
@@ -89,12 +93,12 @@ impl Handoff {
 }
 
 /// Places held in delivery's queue for one webhook's events, and the lease to store them under.
-pub struct Reservation<'a> {
-    permits: mpsc::PermitIterator<'a, Handed>,
+pub struct Reservation {
+    permits: Vec<mpsc::OwnedPermit<Handed>>,
     claim: Claim,
 }
 
-impl Reservation<'_> {
+impl Reservation {
     /// The lease to store the events under.
     pub fn claim(&self) -> Claim {
         self.claim.clone()
@@ -104,7 +108,7 @@ impl Reservation<'_> {
     /// (duplicates) are given back.
     pub fn hand_over(self, claimed: Vec<Leased>) {
         let until_ms = self.claim.until_ms;
-        for (permit, event) in self.permits.zip(claimed) {
+        for (permit, event) in self.permits.into_iter().zip(claimed) {
             permit.send(Handed { event, until_ms });
         }
     }
