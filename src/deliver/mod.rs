@@ -310,8 +310,9 @@ impl Dispatcher {
                 drop(permit);
             });
         }
-        // Intake has stopped by now (the server drains before delivery stops): what is queued
-        // is all there is. Given back due now, another replica need not wait for the leases.
+        // Intake has stopped by now (the server drains before delivery stops), bar an accept
+        // whose provider hung up: its events wait for their lease, as after a crash. What is
+        // queued is given back due now, so another replica need not wait for the leases.
         handed.close();
         while let Ok(next) = handed.try_recv() {
             returned.push(next.event);
