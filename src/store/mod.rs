@@ -45,6 +45,17 @@ pub struct Claim {
     pub until_ms: i64,
 }
 
+impl NewWebhook {
+    /// The outbox's `lease_owner` and `lease_until` for this webhook's events: its claim's, or
+    /// none (due at once).
+    fn lease_columns(&self) -> (Option<&str>, Option<i64>) {
+        match &self.claim {
+            Some(claim) => (Some(claim.owner.as_str()), Some(claim.until_ms)),
+            None => (None, None),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewProviderEvent {
     pub event_id: String,

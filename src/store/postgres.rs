@@ -209,10 +209,7 @@ impl Store for PostgresStore {
                  VALUES ($1, $2, $3, $4, $5, COALESCE($9::BIGINT, $6::BIGINT), $6, $6, $7, $8, $9) RETURNING id",
             )
             .await?;
-        let (owner, until_ms) = match &webhook.claim {
-            Some(claim) => (Some(claim.owner.as_str()), Some(claim.until_ms)),
-            None => (None, None),
-        };
+        let (owner, until_ms) = webhook.lease_columns();
         let mut claimed = Vec::new();
         let mut duplicates = Vec::with_capacity(webhook.events.len());
         for event in &webhook.events {

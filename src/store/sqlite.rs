@@ -515,10 +515,7 @@ fn accept(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut insert_outbox = conn.prepare_cached(ops::INSERT_OUTBOX)?;
-    let (owner, until_ms) = match &webhook.claim {
-        Some(claim) => (Some(claim.owner.as_str()), Some(claim.until_ms)),
-        None => (None, None),
-    };
+    let (owner, until_ms) = webhook.lease_columns();
     let mut claimed = Vec::new();
     // The same event id twice in one body counts once.
     let mut seen = std::collections::HashSet::new();
