@@ -47,17 +47,16 @@ impl Handoff {
         owner: String,
         lease: Duration,
         health: Arc<DeliveryHealth>,
-    ) -> (Self, mpsc::Receiver<Handed>, Arc<Notify>) {
+    ) -> (Self, mpsc::Receiver<Handed>) {
         let (queue, received) = mpsc::channel(capacity.max(1));
-        let wake = Arc::new(Notify::new());
         let handoff = Self {
             queue,
-            wake: wake.clone(),
+            wake: Arc::new(Notify::new()),
             owner,
             lease,
             health,
         };
-        (handoff, received, wake)
+        (handoff, received)
     }
 
     /// Room for `events` new events, if delivery can take them now: not while it is paused
@@ -89,6 +88,11 @@ impl Handoff {
     /// New events were stored due now: delivery should look for them.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Delivery's side of [`Handoff::wake`].
+    pub(super) async fn woken(&self) {
+        self.wake.notified().await;
     }
 }
 
@@ -132,7 +136,7 @@ mod tests {
 
     fn handoff(capacity: usize) -> (Handoff, mpsc::Receiver<Handed>, Arc<DeliveryHealth>) {
         let health = Arc::new(DeliveryHealth::default());
-        let (handoff, received, _) = Handoff::new(
+        let (handoff, received) = Handoff::new(
             capacity,
             "me".into(),
             Duration::from_secs(60),
@@ -142,7 +146,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_makes_intake_store_events_due_instead() {
+    fn a_full_queue_refuses_a_reservation_until_events_leave_it() {
         let (handoff, mut received, _) = handoff(3);
         let first = handoff.reserve(2).expect("room for two");
         assert!(handoff.reserve(2).is_none(), "only one place left");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 pub use client::{Attempt, ClientError, GreenflashClient, parse_retry_after};
 use handoff::Handed;
@@ -114,8 +114,7 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     sink: Sink,
     config: DeliveryConfig,
-    /// Notified by intake when it stored events without handing them over.
-    wake: Arc<Notify>,
+    /// Intake's way in; it also says when intake stored events without handing them over.
     handoff: Handoff,
     /// What intake handed over; taken by `run`.
     handed: Option<mpsc::Receiver<Handed>>,
@@ -127,7 +126,7 @@ impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, sink: Sink, config: DeliveryConfig) -> Self {
         let owner = uuid::Uuid::new_v4().to_string();
         let health = Arc::new(DeliveryHealth::default());
-        let (handoff, handed, wake) = Handoff::new(
+        let (handoff, handed) = Handoff::new(
             config.concurrency.max(1).saturating_mul(HANDOFF_PER_WORKER),
             owner.clone(),
             config.lease,
@@ -137,7 +136,6 @@ impl Dispatcher {
             store,
             sink,
             config,
-            wake,
             handoff,
             handed: Some(handed),
             owner,
@@ -247,7 +245,7 @@ impl Dispatcher {
                 Ok(_) => {
                     let sleep = this.idle_sleep().await;
                     tokio::select! {
-                        _ = this.wake.notified() => {}
+                        _ = this.handoff.woken() => {}
                         _ = tokio::time::sleep(sleep) => {}
                         _ = shutdown.changed() => {}
                     }
