@@ -526,7 +526,7 @@ fn watch_rss(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
 }
 
 async fn sink_count(sink: &str) -> u64 {
-    let text = sink_request(sink, "GET /count").await;
+    let text = request_text(sink, "GET /count").await;
     text.rsplit("\r\n\r\n")
         .next()
         .and_then(|b| b.trim().parse().ok())
@@ -548,16 +548,17 @@ async fn wait_for_sink(sink: &str, events: u64) -> bool {
 /// Holds (`true`) or releases the sink's answers.
 async fn sink_hold(sink: &str, hold: bool) {
     let switch = if hold { "POST /hold" } else { "POST /release" };
-    sink_request(sink, switch).await;
+    request_text(sink, switch).await;
 }
 
-/// Sends `method_path` to the sink without a body; the response as text.
-async fn sink_request(sink: &str, method_path: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(sink).await else {
+/// Sends `method_path` to `addr` without a body; the whole response as text (empty when it
+/// fails).
+async fn request_text(addr: &str, method_path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
         return String::new();
     };
     let mut buf = Vec::new();
-    let req = format!("{method_path} HTTP/1.1\r\nHost: {sink}\r\nContent-Length: 0\r\n\r\n");
+    let req = format!("{method_path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
     if roundtrip(&mut s, req.as_bytes(), &mut buf).await.is_err() {
         return String::new();
     }
@@ -640,6 +641,8 @@ async fn run(o: Options) {
     let cpu_before = cpu_seconds(pid);
     let metrics_before = scrape(&addr).await;
     let sat = saturate(&addr, requests.clone(), 0, o.connections, o.duration).await;
+    // Counted as intake ends, before anything else this phase reports.
+    let during_intake = sink_count(&sink).await;
     let cpu = cpu_seconds(pid) - cpu_before;
     let during = scrape(&addr).await.since(&metrics_before);
     line("bridge, saturation (durable acks)", &sat);
@@ -656,7 +659,6 @@ async fn run(o: Options) {
 
     // Delivery at the same time: what reached the sink while intake ran flat out.
     let accepted = sat.ok as u64;
-    let during_intake = sink_count(&sink).await;
     let t = Instant::now();
     let all_delivered = wait_for_sink(&sink, accepted).await;
     println!(
@@ -694,15 +696,15 @@ async fn run(o: Options) {
     report_bridge_time(&during, fixed.elapsed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let total_delivered = sink_count(&sink).await;
+    let accepted = accepted + fixed.ok as u64;
     println!(
         "{:<34} {} accepted in total, {} delivered, backlog {}",
         "queue after the fixed-rate run",
-        accepted + fixed.ok as u64,
+        accepted,
         total_delivered,
-        (accepted + fixed.ok as u64).saturating_sub(total_delivered)
+        accepted.saturating_sub(total_delivered)
     );
-    wait_for_sink(&sink, accepted + fixed.ok as u64).await;
-    let accepted = accepted + fixed.ok as u64;
+    wait_for_sink(&sink, accepted).await;
 
     // Delivery from a backlog: the sink holds its answers while intake runs flat out, then
     // lets go; how fast the bridge empties its queue (mostly events it finds in the store,
@@ -850,19 +852,12 @@ impl Histograms {
 
 async fn scrape(addr: &str) -> Histograms {
     let mut found = Histograms::default();
-    let Ok(mut s) = TcpStream::connect(addr).await else {
-        return found;
-    };
-    let mut buf = Vec::new();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    if roundtrip(&mut s, req.as_bytes(), &mut buf).await.is_ok() {
-        for l in String::from_utf8_lossy(&buf).lines() {
-            if let Some((key, value)) = l.rsplit_once(' ')
-                && (key.contains("_sum") || key.contains("_count") || key.contains("_bucket"))
-                && let Ok(v) = value.parse::<f64>()
-            {
-                found.0.insert(key.to_string(), v);
-            }
+    for l in request_text(addr, "GET /metrics").await.lines() {
+        if let Some((key, value)) = l.rsplit_once(' ')
+            && (key.contains("_sum") || key.contains("_count") || key.contains("_bucket"))
+            && let Ok(v) = value.parse::<f64>()
+        {
+            found.0.insert(key.to_string(), v);
         }
     }
     found
