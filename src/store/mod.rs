@@ -12,6 +12,7 @@
 mod postgres;
 mod sqlite;
 mod sqlite_checkpoint;
+mod sqlite_identities;
 mod sqlite_ops;
 
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite_checkpoint;
+use super::sqlite_identities::{Identities, IndexThread};
 use super::sqlite_ops::{self as ops, StoredBody};
 use super::{
     Acceptance, Completion, DeadLetter, DeadSelector, Leased, NewWebhook, PruneReport, QueueStats,
@@ -99,11 +100,52 @@ CREATE INDEX outbox_webhook ON outbox (webhook_id, event_id);
 CREATE INDEX provider_events_webhook ON provider_events (webhook_id);
 ";
 
+/// v5: provider events in arrival order. Keyed by (source, event_id), each accept wrote a page
+/// of its own into the synced transaction, event ids being random; the dedupe lookup now lives
+/// in an index beside the store (`sqlite_identities.rs`), which is rebuilt from this table.
+/// `AUTOINCREMENT`: ids never go back, even after retention deletes the newest rows, so "every
+/// row after id N" stays a complete account of what the index lacks. The store id ties the
+/// index to this store.
+const SCHEMA_V5: &str = "
+CREATE TABLE provider_events_v5 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    source      TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    webhook_id  INTEGER NOT NULL REFERENCES webhooks(id),
+    status      TEXT NOT NULL,
+    detail      TEXT,
+    received_at INTEGER NOT NULL
+);
+INSERT INTO provider_events_v5 (source, event_id, event_type, webhook_id, status, detail, received_at)
+    SELECT source, event_id, event_type, webhook_id, status, detail, received_at
+    FROM provider_events ORDER BY webhook_id, event_id;
+DROP TABLE provider_events;
+ALTER TABLE provider_events_v5 RENAME TO provider_events;
+CREATE INDEX provider_events_webhook ON provider_events (webhook_id);
+CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO store_meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
+";
+
+/// What a job works with: the open batch transaction (as a `Connection`) and the dedupe lookup.
+struct Writing<'a> {
+    conn: &'a Connection,
+    identities: &'a Identities,
+}
+
+impl std::ops::Deref for Writing<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
 /// One operation for the writer thread.
 trait Job: Send {
     /// Runs inside a batch transaction; says whether it succeeded. May run a second time, alone,
     /// after the batch was rolled back because another job in it failed.
-    fn run(&mut self, conn: &Connection) -> bool;
+    fn run(&mut self, writing: &Writing<'_>) -> bool;
     /// Answers the caller once its transaction has committed, or failed to.
     fn finish(self: Box<Self>, committed: Result<(), String>);
 }
@@ -117,10 +159,10 @@ struct Call<T, F> {
 impl<T, F> Job for Call<T, F>
 where
     T: Send,
-    F: Fn(&Connection) -> Result<T, rusqlite::Error> + Send,
+    F: Fn(&Writing<'_>) -> Result<T, rusqlite::Error> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
-        let outcome = (self.work)(conn);
+    fn run(&mut self, writing: &Writing<'_>) -> bool {
+        let outcome = (self.work)(writing);
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
@@ -156,6 +198,8 @@ pub struct SqliteStore {
     /// letters, stored webhooks for replay — so that they never hold up the writer: counting
     /// a backlog of 200,000 events takes ~90 ms.
     reader: std::sync::Arc<std::sync::Mutex<Connection>>,
+    /// Tells the dedupe index what retention deleted.
+    index: IndexThread,
     /// One process owns a SQLite store, so the shared throttle can live in memory.
     throttled_until: std::sync::atomic::AtomicI64,
 }
@@ -184,17 +228,19 @@ impl SqliteStore {
         let reader = Connection::open(path)?;
         reader.pragma_update(None, "query_only", true)?;
         reader.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
+        let (identities, index) = Identities::open(&conn, path)?;
         sqlite_checkpoint::install(&mut conn, path)?;
         let (jobs, rx) = mpsc::channel(QUEUE);
         thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer(conn, identities, rx))
             .map_err(|source| StoreError::Io {
                 path: path.to_path_buf(),
                 source,
             })?;
         Ok(Self {
             jobs,
+            index,
             reader: std::sync::Arc::new(std::sync::Mutex::new(reader)),
             throttled_until: std::sync::atomic::AtomicI64::new(0),
         })
@@ -205,7 +251,7 @@ impl SqliteStore {
     async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+        F: Fn(&Writing<'_>) -> Result<T, rusqlite::Error> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Call {
@@ -247,6 +293,7 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         (2, SCHEMA_V2),
         (3, SCHEMA_V3),
         (4, SCHEMA_V4),
+        (5, SCHEMA_V5),
     ] {
         if version < target {
             conn.execute_batch(&format!(
@@ -257,7 +304,7 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+fn writer(mut conn: Connection, mut identities: Identities, mut rx: mpsc::Receiver<Box<dyn Job>>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -268,14 +315,15 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         }
         let started = std::time::Instant::now();
         let jobs = batch.len();
-        match run_together(&mut conn, &mut batch) {
+        match run_together(&mut conn, &mut identities, &mut batch) {
             // One job failed among others and took them down with it: each runs again in a
             // transaction of its own, so that the failing one cannot spoil the others. (Cheaper
             // than a savepoint per job in the common case, where every job succeeds: savepoints
             // journal each page they touch.) A lone job's failure is its own answer.
             Ok(false) if jobs > 1 => {
                 for mut job in batch {
-                    let ran = run_together(&mut conn, std::slice::from_mut(&mut job));
+                    let ran =
+                        run_together(&mut conn, &mut identities, std::slice::from_mut(&mut job));
                     job.finish(ran.map(drop));
                 }
             }
@@ -293,12 +341,34 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
 
 /// Runs `jobs` in one transaction and commits it if every job succeeds (true); rolls it back
 /// as soon as one fails (false). Each job keeps its own outcome for its caller.
-fn run_together(conn: &mut Connection, jobs: &mut [Box<dyn Job>]) -> Result<bool, String> {
+fn run_together(
+    conn: &mut Connection,
+    identities: &mut Identities,
+    jobs: &mut [Box<dyn Job>],
+) -> Result<bool, String> {
+    let committed = commit_together(conn, identities, jobs);
+    if matches!(committed, Ok(true)) {
+        identities.committed();
+    } else {
+        identities.rolled_back();
+    }
+    committed
+}
+
+fn commit_together(
+    conn: &mut Connection,
+    identities: &Identities,
+    jobs: &mut [Box<dyn Job>],
+) -> Result<bool, String> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
+    let writing = Writing {
+        conn: &tx,
+        identities,
+    };
     for job in jobs.iter_mut() {
-        if !job.run(&tx) {
+        if !job.run(&writing) {
             // Dropping the transaction rolls it back.
             return Ok(false);
         }
@@ -431,8 +501,10 @@ impl Store for SqliteStore {
         updates: Vec<ReplayUpdate>,
     ) -> Result<(), StoreError> {
         let source = source.to_string();
-        self.call(move |conn| ops::record_replay(conn, &source, &updates, now_ms()))
-            .await
+        self.call(move |writing| {
+            ops::record_replay(writing, writing.identities, &source, &updates, now_ms())
+        })
+        .await
     }
 
     async fn prune(&self, before_ms: i64) -> Result<PruneReport, StoreError> {
@@ -441,9 +513,11 @@ impl Store for SqliteStore {
         let mut total = PruneReport::default();
         let mut from = Some(0);
         while let Some(start) = from {
-            let (step, next) = self
+            let (step, next, gone) = self
                 .call(move |conn| ops::prune_step(conn, start, before_ms))
                 .await?;
+            // Committed: the index may forget them now, not before.
+            self.index.forget(gone);
             total.add(step);
             from = next;
         }
@@ -478,17 +552,16 @@ impl Store for SqliteStore {
 }
 
 fn accept(
-    conn: &Connection,
+    writing: &Writing<'_>,
     webhook: &NewWebhook,
     body: &StoredBody,
 ) -> Result<Acceptance, rusqlite::Error> {
-    let mut exists =
-        conn.prepare_cached("SELECT 1 FROM provider_events WHERE source = ?1 AND event_id = ?2")?;
+    let conn: &Connection = writing;
     let mut duplicates = Vec::with_capacity(webhook.events.len());
     for event in &webhook.events {
-        let found = exists
-            .query_row(params![webhook.source, event.event_id], |_| Ok(()))
-            .optional()?;
+        let found = writing
+            .identities
+            .find(conn, &webhook.source, &event.event_id)?;
         duplicates.push(found.is_some());
     }
     if duplicates.iter().all(|d| *d) {
@@ -536,6 +609,9 @@ fn accept(
             event.detail,
             webhook.received_at_ms
         ])?;
+        writing
+            .identities
+            .add(&webhook.source, &event.event_id, conn.last_insert_rowid());
         for out in &event.outbox {
             insert_outbox.execute(params![
                 webhook.source,
@@ -608,3 +684,7 @@ fn complete(
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sqlite_identities_tests.rs"]
+mod identities_tests;

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::sqlite_identities::{Forgotten, Identities};
 use super::{
     DeadLetter, DeadSelector, PruneReport, ReplayQuery, ReplayUpdate, StoredEmission, StoredEvent,
     StoredWebhook,
@@ -210,31 +211,30 @@ pub(super) fn stored_webhooks(
 
 pub(super) fn record_replay(
     conn: &Connection,
+    identities: &Identities,
     source: &str,
     updates: &[ReplayUpdate],
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    let mut status = conn.prepare_cached(
-        "UPDATE provider_events SET status = ?3, detail = ?4 WHERE source = ?1 AND event_id = ?2",
-    )?;
+    let mut status =
+        conn.prepare_cached("UPDATE provider_events SET status = ?2, detail = ?3 WHERE id = ?1")?;
     let mut webhook = conn.prepare_cached(
         "SELECT w.request_id, w.id FROM provider_events p JOIN webhooks w ON w.id = p.webhook_id
-         WHERE p.source = ?1 AND p.event_id = ?2",
+         WHERE p.id = ?1",
     )?;
     let mut insert = conn.prepare_cached(INSERT_OUTBOX)?;
     for update in updates {
-        status.execute(params![
-            source,
-            update.event_id,
-            update.status,
-            update.detail
-        ])?;
-        let (request_id, webhook_id): (String, i64) = webhook
-            .query_row(params![source, update.event_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?
-            .unwrap_or_default();
+        let (request_id, webhook_id): (String, i64) =
+            match identities.find(conn, source, &update.event_id)? {
+                Some(id) => {
+                    status.execute(params![id, update.status, update.detail])?;
+                    webhook
+                        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?
+                        .unwrap_or_default()
+                }
+                None => Default::default(),
+            };
         for out in &update.outbox {
             insert.execute(params![
                 source,
@@ -260,15 +260,16 @@ pub(super) const PRUNE_WINDOW: i64 = 128;
 
 /// Retention's deletes, in order, for webhook ids in `?1..?2` and rows older than `?3`:
 /// finished deliveries (pending and dead events are never pruned); identities (dedupe) once
-/// nothing of them is left to do, mapping failures being kept for replay; raw bodies no
-/// identity needs.
+/// nothing of them is left to do, mapping failures being kept for replay, returning what the
+/// dedupe index may forget; raw bodies no identity needs.
 pub(super) const PRUNE: [&str; 3] = [
     "DELETE FROM outbox WHERE webhook_id >= ?1 AND webhook_id < ?2
      AND state IN ('delivered', 'dry_run', 'dropped') AND updated_at < ?3",
     "DELETE FROM provider_events WHERE webhook_id >= ?1 AND webhook_id < ?2
      AND received_at < ?3 AND status IN ('mapped', 'ignored')
      AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.webhook_id = provider_events.webhook_id
-                     AND o.event_id = provider_events.event_id)",
+                     AND o.event_id = provider_events.event_id)
+     RETURNING source, event_id, id",
     "DELETE FROM webhooks WHERE id >= ?1 AND id < ?2 AND received_at < ?3
      AND NOT EXISTS (SELECT 1 FROM provider_events p WHERE p.webhook_id = webhooks.id)",
 ];
@@ -279,20 +280,33 @@ pub(super) const NEXT_TO_PRUNE: &str =
 /// One step of retention: what is done among webhooks with ids in `from..from + PRUNE_WINDOW`
 /// and everything hanging off them, older than `before_ms`. Returns where the next step starts,
 /// or `None` once the next webhook is too young to prune (ids grow with arrival time, so every
-/// later one is too). Statements reach rows through the webhook id — the rowid, or an index
-/// led by it — so a step reads its window, never a whole table.
+/// later one is too), and the provider events deleted. Statements reach rows through the
+/// webhook id — the rowid, or an index led by it — so a step reads its window, never a whole
+/// table.
 pub(super) fn prune_step(
     conn: &Connection,
     from: i64,
     before_ms: i64,
-) -> rusqlite::Result<(PruneReport, Option<i64>)> {
+) -> rusqlite::Result<(PruneReport, Option<i64>, Vec<Forgotten>)> {
     let to = from.saturating_add(PRUNE_WINDOW);
-    let mut deleted = [0u64; 3];
-    for (count, sql) in deleted.iter_mut().zip(PRUNE) {
-        *count = conn
-            .prepare_cached(sql)?
-            .execute(params![from, to, before_ms])? as u64;
-    }
+    let [outbox, identities, webhooks] = PRUNE;
+    let finished = conn
+        .prepare_cached(outbox)?
+        .execute(params![from, to, before_ms])?;
+    let gone = conn
+        .prepare_cached(identities)?
+        .query_map(params![from, to, before_ms], |r| {
+            Ok(Forgotten {
+                source: r.get(0)?,
+                event_id: r.get(1)?,
+                id: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let bodies = conn
+        .prepare_cached(webhooks)?
+        .execute(params![from, to, before_ms])?;
+    let deleted = [finished as u64, gone.len() as u64, bodies as u64];
     let next: Option<(i64, i64)> = conn
         .prepare_cached(NEXT_TO_PRUNE)?
         .query_row(params![to], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -300,5 +314,6 @@ pub(super) fn prune_step(
     Ok((
         PruneReport::deleted(deleted),
         next.filter(|&(_, at)| at < before_ms).map(|(id, _)| id),
+        gone,
     ))
 }

@@ -85,6 +85,26 @@ async fn a_version_3_store_is_upgraded_with_its_data() {
     let leased = store.lease("w", 10, 2000, 1000).await.unwrap();
     assert_eq!(leased.len(), 1);
     assert_eq!(leased[0].request_id, "req-1");
+    let redelivered = NewWebhook {
+        source: "stripe".into(),
+        request_id: "req-2".into(),
+        received_at_ms: 3000,
+        headers_json: "{}".into(),
+        body: bytes::Bytes::from_static(br#"{"id":"evt_1"}"#),
+        events: vec![super::super::NewProviderEvent {
+            event_id: "evt_1".into(),
+            event_type: "invoice.paid".into(),
+            status: "mapped",
+            detail: None,
+            outbox: Vec::new(),
+        }],
+        claim: None,
+    };
+    assert_eq!(
+        store.accept(redelivered).await.unwrap().duplicates,
+        vec![true],
+        "identities carried over still count"
+    );
 }
 
 #[tokio::test]

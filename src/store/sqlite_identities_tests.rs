@@ -1,0 +1,305 @@
+//! Tests of the SQLite dedupe lookup (`sqlite_identities.rs`) through the store: identities are
+//! found wherever they are kept, across restarts, and a lost, foreign or stale index never lets
+//! a redelivery through.
+
+use super::super::NewProviderEvent;
+use super::super::sqlite_identities::{boot_id, index_path};
+use super::*;
+
+fn webhook(ids: &[&str]) -> NewWebhook {
+    NewWebhook {
+        source: "stripe".into(),
+        request_id: "req".into(),
+        received_at_ms: 1000,
+        headers_json: "{}".into(),
+        body: bytes::Bytes::from_static(b"{}"),
+        events: ids
+            .iter()
+            .map(|id| NewProviderEvent {
+                event_id: id.to_string(),
+                event_type: "t".into(),
+                // Nothing to deliver, so retention may prune them at once.
+                status: "ignored",
+                detail: None,
+                outbox: Vec::new(),
+            })
+            .collect(),
+        claim: None,
+    }
+}
+
+async fn duplicates(store: &SqliteStore, ids: &[&str]) -> Vec<bool> {
+    store.accept(webhook(ids)).await.unwrap().duplicates
+}
+
+async fn last_event_id(store: &SqliteStore) -> i64 {
+    store
+        .call(|conn| conn.query_row("SELECT MAX(id) FROM provider_events", [], |r| r.get(0)))
+        .await
+        .unwrap()
+}
+
+/// Copies everything the store has into its index, and waits until it has.
+async fn catch_up(store: &SqliteStore) {
+    let last = last_event_id(store).await;
+    let index = &store.index;
+    tokio::task::block_in_place(|| index.catch_up(last));
+}
+
+/// Runs `sql` on the index of the store at `path`, which must be closed.
+fn edit_index(path: &std::path::Path, sql: &str) {
+    Connection::open(index_path(path))
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+fn indexed(path: &std::path::Path) -> (i64, i64) {
+    Connection::open(index_path(path))
+        .unwrap()
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM seen), (SELECT through FROM progress)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// Opens the store at `path`, lets `work` run, and closes it again: the writer and the index's
+/// thread have let go of both files once the next open is possible without them.
+async fn with_store<F: std::future::Future<Output = ()>>(
+    path: &std::path::Path,
+    work: impl FnOnce(std::sync::Arc<SqliteStore>) -> F,
+) {
+    let store = std::sync::Arc::new(SqliteStore::open(path).await.unwrap());
+    work(store.clone()).await;
+    drop(store);
+    // The threads stop once their channels close; give them the moment that takes.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
+/// A closed store at `path` with identities a and b, both in its index.
+async fn store_a_and_b_indexed(path: &std::path::Path) {
+    with_store(path, |store| async move {
+        duplicates(&store, &["a", "b"]).await;
+        catch_up(&store).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identities_are_found_after_a_restart_whether_indexed_or_only_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    with_store(&path, |store| async move {
+        assert_eq!(duplicates(&store, &["a", "b"]).await, vec![false, false]);
+        catch_up(&store).await;
+        assert_eq!(duplicates(&store, &["c"]).await, vec![false]);
+    })
+    .await;
+    assert_eq!(
+        indexed(&path),
+        (2, 2),
+        "a and b in the index, c only in the store"
+    );
+    with_store(&path, |store| async move {
+        assert_eq!(
+            duplicates(&store, &["a", "b", "c", "d"]).await,
+            vec![true, true, true, false]
+        );
+        assert_eq!(duplicates(&store, &["d"]).await, vec![true]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_or_unreadable_index_is_rebuilt_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    store_a_and_b_indexed(&path).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", index_path(&path).display()));
+    }
+    with_store(&path, |store| async move {
+        assert_eq!(duplicates(&store, &["a", "c"]).await, vec![true, false]);
+    })
+    .await;
+    std::fs::write(
+        index_path(&path),
+        b"not a database, and long enough to look like one",
+    )
+    .unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", index_path(&path).display()));
+    }
+    with_store(&path, |store| async move {
+        assert_eq!(
+            duplicates(&store, &["a", "b", "c", "d"]).await,
+            vec![true, true, true, false]
+        );
+    })
+    .await;
+}
+
+/// An index that claims to reach further than it does (another store's, or one kept while the
+/// store was restored from a backup) must not be trusted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_of_another_store_or_ahead_of_it_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    store_a_and_b_indexed(&path).await;
+    // Another store's index: it knows none of these identities, and says it has them all.
+    edit_index(
+        &path,
+        "DELETE FROM seen; UPDATE progress SET store = 'another store';",
+    );
+    with_store(&path, |store| async move {
+        assert_eq!(duplicates(&store, &["a", "b"]).await, vec![true, true]);
+        catch_up(&store).await;
+    })
+    .await;
+    // Ahead of the store: identities stored from now on would count as indexed already, and be
+    // forgotten by the next restart.
+    edit_index(&path, "UPDATE progress SET through = 1000;");
+    with_store(&path, |store| async move {
+        assert_eq!(duplicates(&store, &["e"]).await, vec![false]);
+    })
+    .await;
+    with_store(&path, |store| async move {
+        assert_eq!(duplicates(&store, &["a", "e"]).await, vec![true, true]);
+    })
+    .await;
+}
+
+/// The index is never synced, so a machine restart may have torn it: it is rebuilt, not read.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_written_before_the_machine_started_is_rebuilt() {
+    if boot_id().is_none() {
+        // No boot id to compare: the index is synced, and a restart cannot tear it.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    store_a_and_b_indexed(&path).await;
+    // What a restart could leave: the progress as written, identities that never reached the
+    // disk.
+    edit_index(
+        &path,
+        "DELETE FROM seen; UPDATE progress SET boot = 'an earlier boot';",
+    );
+    with_store(&path, |store| async move {
+        assert_eq!(
+            duplicates(&store, &["a", "b", "c"]).await,
+            vec![true, true, false]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accept_rolled_back_leaves_no_identity_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+    let hook = webhook(&["a"]);
+    let failed = store
+        .call(move |writing| {
+            accept(writing, &hook, &StoredBody::encode(&hook.body))?;
+            Err::<(), _>(rusqlite::Error::InvalidQuery)
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(duplicates(&store, &["a"]).await, vec![false]);
+    assert_eq!(duplicates(&store, &["a"]).await, vec![true]);
+}
+
+fn index_entries(path: &std::path::Path) -> Vec<(i64, i64)> {
+    Connection::open(index_path(path))
+        .unwrap()
+        .prepare("SELECT hash, id FROM seen ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pruned_identities_leave_the_index_and_stale_entries_turn_nothing_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let (pruned, path_in) = (
+        std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
+        path.clone(),
+    );
+    let kept = pruned.clone();
+    with_store(&path, |store| async move {
+        duplicates(&store, &["a", "b"]).await;
+        catch_up(&store).await;
+        *kept.lock().unwrap() = index_entries(&path_in);
+        let report = store.prune(2000).await.unwrap();
+        assert_eq!(report.provider_events, 2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !index_entries(&path_in).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the index still holds pruned entries"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            duplicates(&store, &["a"]).await,
+            vec![false],
+            "pruned: new again"
+        );
+        catch_up(&store).await;
+        let ids: Vec<i64> = index_entries(&path_in).iter().map(|e| e.1).collect();
+        assert_eq!(ids, vec![3], "only the new a");
+    })
+    .await;
+    // As if the process died between retention's commit and the index forgetting.
+    let stale = pruned.lock().unwrap().clone();
+    assert_eq!(stale.len(), 2);
+    for (hash, id) in stale {
+        edit_index(
+            &path,
+            &format!("INSERT INTO seen (hash, id) VALUES ({hash}, {id});"),
+        );
+    }
+    with_store(&path, |store| async move {
+        assert_eq!(duplicates(&store, &["a", "b"]).await, vec![true, false]);
+    })
+    .await;
+}
+
+/// A store upgraded from a version without the index, or one whose index was deleted, may hold
+/// more identities than memory should: the index catches up before the store opens.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_far_behind_catches_up_before_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    with_store(&path, |store| async move {
+        duplicates(&store, &["x"]).await;
+    })
+    .await;
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 70000)
+             INSERT INTO provider_events
+                 (source, event_id, event_type, webhook_id, status, detail, received_at)
+             SELECT 'stripe', 'bulk_' || i, 't', 1, 'ignored', NULL, 1000 FROM n;",
+        )
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", index_path(&path).display()));
+    }
+    let path_in = path.clone();
+    with_store(&path, |store| async move {
+        assert_eq!(indexed(&path_in), (70_001, 70_001), "caught up on opening");
+        assert_eq!(
+            duplicates(&store, &["x", "bulk_1", "bulk_70000", "new"]).await,
+            vec![true, true, true, false]
+        );
+    })
+    .await;
+}
