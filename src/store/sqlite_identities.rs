@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -374,22 +374,33 @@ fn keep_up(
     through: Arc<AtomicI64>,
     messages: mpsc::Receiver<Message>,
 ) {
+    let mut next_merge = Instant::now() + MERGE_EVERY;
     loop {
         let mut gone = Vec::new();
-        match messages.recv_timeout(MERGE_EVERY) {
-            Ok(Message::Forget(more)) => gone.extend(more),
-            Ok(Message::CatchUp) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+        // Retention's messages come a step at a time; merging after each would make batches
+        // small, so merges keep to their timer unless the writer asks.
+        let mut merge_now = false;
+        let wait = next_merge.saturating_duration_since(Instant::now());
+        let first = match messages.recv_timeout(wait) {
+            Ok(message) => Some(message),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        for message in first.into_iter().chain(messages.try_iter()) {
+            match message {
+                Message::Forget(more) => gone.extend(more),
+                Message::CatchUp => merge_now = true,
+            }
         }
-        gone.extend(messages.try_iter().flat_map(|m| match m {
-            Message::Forget(more) => more,
-            Message::CatchUp => Vec::new(),
-        }));
         // Either order of forgetting and merging is right: a merge reads the store as retention
         // left it, so it never copies in what is forgotten here.
         if let Err(e) = forget(&mut index, &gone) {
             tracing::warn!(error = %e, "The dedupe index could not forget pruned events; they stay as harmless entries.");
         }
+        if !merge_now && Instant::now() < next_merge {
+            continue;
+        }
+        next_merge = Instant::now() + MERGE_EVERY;
         loop {
             let after = through.load(Ordering::Acquire);
             match merge(&store, &mut index, after) {
