@@ -299,9 +299,12 @@ fn open_trusted(
         Ok(None) => {
             tracing::info!(index = %file.display(), "The dedupe index was written before the machine last started; rebuilding it from the store.");
         }
-        Err(e) => {
+        // Only damage is a reason to start over; anything else (a lock held too long by
+        // another process using the store, no permission) is the caller's to see.
+        Err(e) if is_damage(&e) => {
             tracing::warn!(index = %file.display(), error = %e, "The dedupe index cannot be read; rebuilding it from the store.");
         }
+        Err(e) => return Err(e.into()),
     }
     remove_index(file)?;
     open_index(file, store_id, last_id, boot)?
@@ -350,6 +353,13 @@ fn open_index(
             Ok(Some((conn, 0)))
         }
     }
+}
+
+fn is_damage(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
 }
 
 fn remove_index(file: &Path) -> Result<(), StoreError> {

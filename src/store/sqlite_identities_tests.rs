@@ -303,3 +303,31 @@ async fn an_index_far_behind_catches_up_before_the_store_opens() {
     })
     .await;
 }
+
+/// An index another process holds is not damaged: opening the store fails and says so, rather
+/// than deleting the file from under its holder.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_held_by_another_process_is_not_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    store_a_and_b_indexed(&path).await;
+    let holder = Connection::open(index_path(&path)).unwrap();
+    holder
+        .execute_batch(
+            "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; DELETE FROM seen WHERE 0;",
+        )
+        .unwrap();
+    let opened = SqliteStore::open(&path).await;
+    assert!(
+        matches!(&opened, Err(StoreError::Sqlite(e)) if e.to_string().contains("locked")),
+        "{:?}",
+        opened.as_ref().err()
+    );
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    with_store(&path, |store| async move {
+        assert_eq!(duplicates(&store, &["a", "b"]).await, vec![true, true]);
+    })
+    .await;
+    assert_eq!(indexed(&path), (2, 2), "the index as it was");
+}
