@@ -140,8 +140,8 @@ impl Identities {
             |r| r.get(0),
         )?;
         let file = index_path(path);
-        let (mut writer, mut through) =
-            open_trusted(&file, &store_id, last_id, boot_id().as_deref())?;
+        let (mut writer, through) = open_trusted(&file, &store_id, last_id, boot_id().as_deref())?;
+        let through = Arc::new(AtomicI64::new(through));
         let reader = Connection::open(path)?;
         reader.pragma_update(None, "query_only", true)?;
         reader.busy_timeout(Duration::from_secs(5))?;
@@ -149,16 +149,12 @@ impl Identities {
         reader.pragma_update(None, "cache_size", -256)?;
         // A new or rebuilt index (an upgraded store, a deleted file) lacks every identity: it
         // catches up now instead of holding them all in memory.
-        if last_id - through >= MERGE_AT as i64 {
-            tracing::info!(index = %file.display(), identities = last_id - through, "Bringing the dedupe index up to date.");
-            loop {
-                let (copied, last) = merge(&reader, &mut writer, through)?;
-                through = last;
-                if copied < MERGE_BATCH as usize {
-                    break;
-                }
-            }
+        let behind = last_id - through.load(Ordering::Acquire);
+        if behind >= MERGE_AT as i64 {
+            tracing::info!(index = %file.display(), identities = behind, "Bringing the dedupe index up to date.");
+            merge_all(&reader, &mut writer, &through)?;
         }
+        let through_now = through.load(Ordering::Acquire);
         let index = Connection::open(&file)?;
         index.pragma_update(None, "query_only", true)?;
         index.busy_timeout(Duration::from_secs(5))?;
@@ -167,30 +163,29 @@ impl Identities {
         index.pragma_update(None, "cache_size", -INDEX_CACHE_KB)?;
         let recent = main
             .prepare("SELECT source, event_id, id FROM provider_events WHERE id > ?1")?
-            .query_map([through], |r| {
+            .query_map([through_now], |r| {
                 Ok((
                     key(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?),
                     r.get(2)?,
                 ))
             })?
             .collect::<rusqlite::Result<HashMap<String, i64>>>()?;
-        let shared = Arc::new(AtomicI64::new(through));
         let (tx, rx) = mpsc::channel();
-        let progress = shared.clone();
+        let progress = through.clone();
         thread::Builder::new()
             .name("sqlite-dedupe".into())
             .spawn(move || keep_up(reader, writer, progress, rx))
             .map_err(|source| StoreError::Io { path: file, source })?;
         let handle = IndexThread {
             messages: tx.clone(),
-            through: shared.clone(),
+            through: through.clone(),
         };
         let identities = Self {
             recent,
             staged: RefCell::default(),
             index,
-            through: shared,
-            trimmed_through: through,
+            through,
+            trimmed_through: through_now,
             thread: tx,
             catching_up: false,
         };
@@ -324,8 +319,8 @@ fn open_index(
     conn.pragma_update(None, "page_size", INDEX_PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // Where the machine tells when it restarted, the index is never synced: syncing it made
-    // the store's own syncs wait (stalls of 50-120 ms at every merge once it held a million
-    // identities). Only a machine restart can then tear it, and an index written before the
+    // the store's own syncs wait (stalls of 50-120 ms at nearly every merge once it held some
+    // 400,000 identities). Only a machine restart can then tear it, and an index written before the
     // last one is rebuilt rather than read. Elsewhere, in WAL mode with NORMAL a power loss
     // can take its last commits, never its consistency; its progress goes back with them.
     let sync = if boot.is_some() { "OFF" } else { "NORMAL" };
@@ -411,20 +406,24 @@ fn keep_up(
             continue;
         }
         next_merge = Instant::now() + MERGE_EVERY;
-        loop {
-            let after = through.load(Ordering::Acquire);
-            match merge(&store, &mut index, after) {
-                Ok((copied, last)) => {
-                    through.store(last, Ordering::Release);
-                    if copied < MERGE_BATCH as usize {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "The dedupe index could not catch up; new identities stay in memory until it does.");
-                    break;
-                }
-            }
+        if let Err(e) = merge_all(&store, &mut index, &through) {
+            tracing::warn!(error = %e, "The dedupe index could not catch up; new identities stay in memory until it does.");
+        }
+    }
+}
+
+/// Merges batch after batch until the index has every identity the store has, moving
+/// `through` after each so that the writer can let go of what is merged.
+fn merge_all(
+    store: &Connection,
+    index: &mut Connection,
+    through: &AtomicI64,
+) -> rusqlite::Result<()> {
+    loop {
+        let (copied, last) = merge(store, index, through.load(Ordering::Acquire))?;
+        through.store(last, Ordering::Release);
+        if copied < MERGE_BATCH as usize {
+            return Ok(());
         }
     }
 }
