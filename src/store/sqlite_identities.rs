@@ -357,7 +357,7 @@ fn is_damage(error: &rusqlite::Error) -> bool {
     )
 }
 
-fn remove_index(file: &Path) -> Result<(), StoreError> {
+pub(super) fn remove_index(file: &Path) -> Result<(), StoreError> {
     for suffix in ["", "-wal", "-shm"] {
         let mut path = file.as_os_str().to_owned();
         path.push(suffix);

@@ -3,7 +3,7 @@
 //! a redelivery through.
 
 use super::super::NewProviderEvent;
-use super::super::sqlite_identities::{boot_id, index_path};
+use super::super::sqlite_identities::{boot_id, index_path, remove_index};
 use super::*;
 
 fn webhook(ids: &[&str]) -> NewWebhook {
@@ -46,17 +46,21 @@ async fn catch_up(store: &SqliteStore) {
     tokio::task::block_in_place(|| index.catch_up(last));
 }
 
-/// Runs `sql` on the index of the store at `path`, which must be closed.
-fn edit_index(path: &std::path::Path, sql: &str) {
-    Connection::open(index_path(path))
-        .unwrap()
-        .execute_batch(sql)
+/// The index of the store at `path`, opened beside whatever else has it open.
+fn index_db(path: &std::path::Path) -> Connection {
+    let conn = Connection::open(index_path(path)).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
         .unwrap();
+    conn
+}
+
+/// Runs `sql` on the index of the store at `path`.
+fn edit_index(path: &std::path::Path, sql: &str) {
+    index_db(path).execute_batch(sql).unwrap();
 }
 
 fn indexed(path: &std::path::Path) -> (i64, i64) {
-    Connection::open(index_path(path))
-        .unwrap()
+    index_db(path)
         .query_row(
             "SELECT (SELECT COUNT(*) FROM seen), (SELECT through FROM progress)",
             [],
@@ -65,17 +69,18 @@ fn indexed(path: &std::path::Path) -> (i64, i64) {
         .unwrap()
 }
 
-/// Opens the store at `path`, lets `work` run, and closes it again: the writer and the index's
-/// thread have let go of both files once the next open is possible without them.
-async fn with_store<F: std::future::Future<Output = ()>>(
+/// Opens the store at `path`, lets `work` run, closes the store again, and returns what `work`
+/// did. Its threads stop once the channels they wait on close, a moment after; they only ever
+/// read the files then, and the helpers here wait for locks anyway.
+async fn with_store<T, F: std::future::Future<Output = T>>(
     path: &std::path::Path,
     work: impl FnOnce(std::sync::Arc<SqliteStore>) -> F,
-) {
+) -> T {
     let store = std::sync::Arc::new(SqliteStore::open(path).await.unwrap());
-    work(store.clone()).await;
+    let done = work(store.clone()).await;
     drop(store);
-    // The threads stop once their channels close; give them the moment that takes.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    done
 }
 
 /// A closed store at `path` with identities a and b, both in its index.
@@ -117,21 +122,17 @@ async fn a_missing_or_unreadable_index_is_rebuilt_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     store_a_and_b_indexed(&path).await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", index_path(&path).display()));
-    }
+    remove_index(&index_path(&path)).unwrap();
     with_store(&path, |store| async move {
         assert_eq!(duplicates(&store, &["a", "c"]).await, vec![true, false]);
     })
     .await;
+    remove_index(&index_path(&path)).unwrap();
     std::fs::write(
         index_path(&path),
         b"not a database, and long enough to look like one",
     )
     .unwrap();
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", index_path(&path).display()));
-    }
     with_store(&path, |store| async move {
         assert_eq!(
             duplicates(&store, &["a", "b", "c", "d"]).await,
@@ -213,8 +214,7 @@ async fn an_accept_rolled_back_leaves_no_identity_behind() {
 }
 
 fn index_entries(path: &std::path::Path) -> Vec<(i64, i64)> {
-    Connection::open(index_path(path))
-        .unwrap()
+    index_db(path)
         .prepare("SELECT hash, id FROM seen ORDER BY id")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -227,15 +227,11 @@ fn index_entries(path: &std::path::Path) -> Vec<(i64, i64)> {
 async fn pruned_identities_leave_the_index_and_stale_entries_turn_nothing_away() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let (pruned, path_in) = (
-        std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
-        path.clone(),
-    );
-    let kept = pruned.clone();
-    with_store(&path, |store| async move {
+    let path_in = path.clone();
+    let pruned = with_store(&path, |store| async move {
         duplicates(&store, &["a", "b"]).await;
         catch_up(&store).await;
-        *kept.lock().unwrap() = index_entries(&path_in);
+        let pruned = index_entries(&path_in);
         let report = store.prune(2000).await.unwrap();
         assert_eq!(report.provider_events, 2);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -254,12 +250,12 @@ async fn pruned_identities_leave_the_index_and_stale_entries_turn_nothing_away()
         catch_up(&store).await;
         let ids: Vec<i64> = index_entries(&path_in).iter().map(|e| e.1).collect();
         assert_eq!(ids, vec![3], "only the new a");
+        pruned
     })
     .await;
     // As if the process died between retention's commit and the index forgetting.
-    let stale = pruned.lock().unwrap().clone();
-    assert_eq!(stale.len(), 2);
-    for (hash, id) in stale {
+    assert_eq!(pruned.len(), 2);
+    for (hash, id) in pruned {
         edit_index(
             &path,
             &format!("INSERT INTO seen (hash, id) VALUES ({hash}, {id});"),
@@ -290,9 +286,7 @@ async fn an_index_far_behind_catches_up_before_the_store_opens() {
              SELECT 'stripe', 'bulk_' || i, 't', 1, 'ignored', NULL, 1000 FROM n;",
         )
         .unwrap();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", index_path(&path).display()));
-    }
+    remove_index(&index_path(&path)).unwrap();
     let path_in = path.clone();
     with_store(&path, |store| async move {
         assert_eq!(indexed(&path_in), (70_001, 70_001), "caught up on opening");
@@ -311,7 +305,7 @@ async fn an_index_held_by_another_process_is_not_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     store_a_and_b_indexed(&path).await;
-    let holder = Connection::open(index_path(&path)).unwrap();
+    let holder = index_db(&path);
     holder
         .execute_batch(
             "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; DELETE FROM seen WHERE 0;",
