@@ -127,6 +127,14 @@ CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO store_meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
 ";
 
+/// v6: how many retention commits have deleted identities (`prunes`). The dedupe index records
+/// the count its contents reflect; an index that reflects more prunes than the store has seen
+/// was written against a later state of the store (the store was restored from a backup) and
+/// may lack identities the store still holds, so it is rebuilt.
+const SCHEMA_V6: &str = "
+INSERT INTO store_meta (key, value) VALUES ('prunes', '0');
+";
+
 /// What a job works with: the open batch transaction (as a `Connection`) and the dedupe lookup.
 struct Writing<'a> {
     conn: &'a Connection,
@@ -294,6 +302,7 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         (3, SCHEMA_V3),
         (4, SCHEMA_V4),
         (5, SCHEMA_V5),
+        (6, SCHEMA_V6),
     ] {
         if version < target {
             conn.execute_batch(&format!(
@@ -513,11 +522,13 @@ impl Store for SqliteStore {
         let mut total = PruneReport::default();
         let mut from = Some(0);
         while let Some(start) = from {
-            let (step, next, gone) = self
+            let (step, next, pruned) = self
                 .call(move |conn| ops::prune_step(conn, start, before_ms))
                 .await?;
             // Committed: the index may forget them now, not before.
-            self.index.forget(gone);
+            if let Some(pruned) = pruned {
+                self.index.forget(pruned);
+            }
             total.add(step);
             from = next;
         }

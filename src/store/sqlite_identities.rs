@@ -15,9 +15,10 @@
 //! back into memory. Unsynced writes survive a crash of the process (they are in the operating
 //! system's cache), not a crash of the machine: an index written before the machine last
 //! started (its boot id) is rebuilt, as is one that is missing, unreadable, from another store,
-//! or ahead of the store (a restored backup). Where there is no boot id to compare (not Linux)
-//! the index is synced as SQLite's WAL mode with `synchronous=NORMAL` does, which keeps it
-//! consistent through a power loss. A row the lookup names is confirmed against the store
+//! or written against a later state of the store (a restored backup: it reaches past the
+//! store's last row, or reflects retention the store has not seen). Where there is no boot id
+//! to compare (not Linux) the index is synced as SQLite's WAL mode with `synchronous=NORMAL`
+//! does, which keeps it consistent through a power loss. A row the lookup names is confirmed against the store
 //! before it counts: an identity retention has pruned, whose entry the index may still hold,
 //! never turns away a webhook.
 
@@ -29,7 +30,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
@@ -50,19 +51,27 @@ const INDEX_PAGE_SIZE: i64 = 1024;
 /// Page cache of each connection to the index, in KB (SQLite's default is 2,000).
 const INDEX_CACHE_KB: i64 = 1024;
 
+/// The index's layout (`PRAGMA user_version`); an index of another layout is rebuilt.
+const INDEX_VERSION: i64 = 2;
+
 /// `seen` keeps a hash of each identity (`hash`), 16 bytes an entry where the strings took ~45;
 /// an identity is found by its hash and then confirmed against the store, so two that share a
-/// hash are told apart there (hence `id` in the key).
+/// hash are told apart there (hence `id` in the key). `progress` says which store the index
+/// belongs to, how far into its `provider_events` it reaches, the boot it was written in, and
+/// how many of the store's prunes its contents may reflect (`pruned`, the store's count when
+/// it forgot identities or copied from the store): a store that has seen fewer is older than
+/// the index, which may lack identities that store still holds.
 const INDEX_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS seen (
+CREATE TABLE seen (
     hash INTEGER NOT NULL,
     id   INTEGER NOT NULL,
     PRIMARY KEY (hash, id)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS progress (
+CREATE TABLE progress (
     store   TEXT NOT NULL,
     through INTEGER NOT NULL,
-    boot    TEXT NOT NULL
+    boot    TEXT NOT NULL,
+    pruned  INTEGER NOT NULL
 );";
 
 /// Where the index of the store at `store` lives.
@@ -79,9 +88,39 @@ pub(super) struct Forgotten {
     pub id: i64,
 }
 
+/// What one retention commit deleted from `provider_events`, with the store's count of such
+/// commits (`prunes`) after it.
+pub(super) struct Pruned {
+    pub prunes: i64,
+    pub gone: Vec<Forgotten>,
+}
+
+/// How many commits have deleted identities from the store at `conn`.
+pub(super) fn store_prunes(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT CAST(value AS INTEGER) FROM store_meta WHERE key = 'prunes'")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Counts the open transaction as one that deletes identities; returns the new count.
+pub(super) fn count_prune(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "UPDATE store_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'prunes'
+         RETURNING CAST(value AS INTEGER)",
+    )?
+    .query_row([], |r| r.get(0))
+}
+
+/// The store as the index is checked against when it opens.
+struct StoreNow<'a> {
+    id: &'a str,
+    /// The last id `provider_events` has given out.
+    last_id: i64,
+    prunes: i64,
+}
+
 enum Message {
     CatchUp,
-    Forget(Vec<Forgotten>),
+    Forget(Pruned),
 }
 
 /// The store's line to the index's thread.
@@ -93,11 +132,9 @@ pub(super) struct IndexThread {
 
 impl IndexThread {
     /// Tells the thread what retention deleted; only once the deletes have committed.
-    pub(super) fn forget(&self, gone: Vec<Forgotten>) {
-        if !gone.is_empty() {
-            // The thread stops only with the store; stale entries are harmless anyway.
-            let _ = self.messages.send(Message::Forget(gone));
-        }
+    pub(super) fn forget(&self, pruned: Pruned) {
+        // The thread stops only with the store; stale entries are harmless anyway.
+        let _ = self.messages.send(Message::Forget(pruned));
     }
 
     /// Has the index catch up with the store's `provider_events` up to `last_id`, and waits.
@@ -139,8 +176,13 @@ impl Identities {
             [],
             |r| r.get(0),
         )?;
+        let store = StoreNow {
+            id: &store_id,
+            last_id,
+            prunes: store_prunes(main)?,
+        };
         let file = index_path(path);
-        let (mut writer, through) = open_trusted(&file, &store_id, last_id, boot_id().as_deref())?;
+        let (mut writer, through) = open_trusted(&file, &store, boot_id().as_deref())?;
         let through = Arc::new(AtomicI64::new(through));
         let reader = Connection::open(path)?;
         reader.pragma_update(None, "query_only", true)?;
@@ -285,14 +327,13 @@ pub(super) fn boot_id() -> Option<String> {
 /// Opens the index, rebuilding it from nothing when it cannot be trusted.
 fn open_trusted(
     file: &Path,
-    store_id: &str,
-    last_id: i64,
+    store: &StoreNow<'_>,
     boot: Option<&str>,
 ) -> Result<(Connection, i64), StoreError> {
-    match open_index(file, store_id, last_id, boot) {
-        Ok(Some(opened)) => return Ok(opened),
-        Ok(None) => {
-            tracing::info!(index = %file.display(), "The dedupe index was written before the machine last started; rebuilding it from the store.");
+    match open_index(file, store, boot) {
+        Ok(Opened::Trusted(conn, through)) => return Ok((conn, through)),
+        Ok(Opened::Untrusted(why)) => {
+            tracing::info!(index = %file.display(), why, "The dedupe index does not match the store; rebuilding it from the store.");
         }
         // Only damage is a reason to start over; anything else (a lock held too long by
         // another process using the store, no permission) is the caller's to see.
@@ -302,20 +343,25 @@ fn open_trusted(
         Err(e) => return Err(e.into()),
     }
     remove_index(file)?;
-    open_index(file, store_id, last_id, boot)?
-        .ok_or_else(|| StoreError::Unavailable("a new dedupe index was not usable".into()))
+    match open_index(file, store, boot)? {
+        Opened::Trusted(conn, through) => Ok((conn, through)),
+        Opened::Untrusted(why) => Err(StoreError::Unavailable(format!(
+            "a new dedupe index was not usable: {why}"
+        ))),
+    }
 }
 
-/// Opens the index for writing; returns it with how far it reaches, emptied first unless it
-/// belongs to the store `store_id` as it is now (reaching no further than `last_id`). `None`
-/// when it was written before the machine last started (`boot`), and may be torn.
-fn open_index(
-    file: &Path,
-    store_id: &str,
-    last_id: i64,
-    boot: Option<&str>,
-) -> rusqlite::Result<Option<(Connection, i64)>> {
-    let conn = Connection::open(file)?;
+enum Opened {
+    /// The index, open for writing, and how far into `provider_events` it reaches.
+    Trusted(Connection, i64),
+    /// Why it may lack identities the store holds.
+    Untrusted(&'static str),
+}
+
+/// Opens the index for writing, creating it if there is none, and says whether it can be
+/// trusted to hold every identity of `store` up to where it reaches.
+fn open_index(file: &Path, store: &StoreNow<'_>, boot: Option<&str>) -> rusqlite::Result<Opened> {
+    let mut conn = Connection::open(file)?;
     conn.pragma_update(None, "page_size", INDEX_PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // Where the machine tells when it restarted, the index is never synced: syncing it made
@@ -327,27 +373,56 @@ fn open_index(
     conn.pragma_update(None, "synchronous", sync)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "cache_size", -INDEX_CACHE_KB)?;
-    conn.execute_batch(INDEX_SCHEMA)?;
-    let progress: Option<(String, i64, String)> = conn
-        .query_row("SELECT store, through, boot FROM progress", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
-    match progress {
-        Some((_, _, written)) if boot.is_some_and(|now| now != written) => Ok(None),
-        Some((store, through, _)) if store == store_id && through <= last_id => {
-            Ok(Some((conn, through)))
+    // Under the write lock, so that two processes opening a new index do not both create it.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let verdict = check_index(&tx, store, boot)?;
+    tx.commit()?;
+    Ok(match verdict {
+        Ok(through) => Opened::Trusted(conn, through),
+        Err(why) => Opened::Untrusted(why),
+    })
+}
+
+/// How far the index open in `conn` reaches, creating it if it is new; or why it may lack
+/// identities `store` holds.
+fn check_index(
+    conn: &Connection,
+    store: &StoreNow<'_>,
+    boot: Option<&str>,
+) -> rusqlite::Result<Result<i64, &'static str>> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version != INDEX_VERSION {
+        let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 {
+            return Ok(Err("it was written in another layout"));
         }
-        _ => {
-            conn.execute_batch("BEGIN IMMEDIATE; DELETE FROM seen; DELETE FROM progress;")?;
-            conn.execute(
-                "INSERT INTO progress (store, through, boot) VALUES (?1, 0, ?2)",
-                params![store_id, boot.unwrap_or_default()],
-            )?;
-            conn.execute_batch("COMMIT")?;
-            Ok(Some((conn, 0)))
-        }
+        // New, and empty: everything the store has is still to be copied in, and nothing it
+        // has pruned can be missing.
+        conn.execute_batch(&format!(
+            "{INDEX_SCHEMA} PRAGMA user_version = {INDEX_VERSION};"
+        ))?;
+        conn.execute(
+            "INSERT INTO progress (store, through, boot, pruned) VALUES (?1, 0, ?2, ?3)",
+            params![store.id, boot.unwrap_or_default(), store.prunes],
+        )?;
+        return Ok(Ok(0));
     }
+    let (id, through, written, pruned): (String, i64, String, i64) = conn.query_row(
+        "SELECT store, through, boot, pruned FROM progress",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    Ok(if boot.is_some_and(|now| now != written) {
+        Err("it was written before the machine last started, and may be torn")
+    } else if id != store.id {
+        Err("it belongs to another store")
+    } else if through > store.last_id {
+        Err("it reaches past the store's last identity (a store restored from a backup?)")
+    } else if pruned > store.prunes {
+        Err("it reflects retention the store has not seen (a store restored from a backup?)")
+    } else {
+        Ok(through)
+    })
 }
 
 fn is_damage(error: &rusqlite::Error) -> bool {
@@ -382,6 +457,7 @@ fn keep_up(
     let mut next_merge = Instant::now() + MERGE_EVERY;
     loop {
         let mut gone = Vec::new();
+        let mut prunes = 0;
         // Retention's messages come a step at a time; merging after each would make batches
         // small, so merges keep to their timer unless the writer asks.
         let mut merge_now = false;
@@ -393,13 +469,16 @@ fn keep_up(
         };
         for message in first.into_iter().chain(messages.try_iter()) {
             match message {
-                Message::Forget(more) => gone.extend(more),
+                Message::Forget(pruned) => {
+                    gone.extend(pruned.gone);
+                    prunes = prunes.max(pruned.prunes);
+                }
                 Message::CatchUp => merge_now = true,
             }
         }
         // Either order of forgetting and merging is right: a merge reads the store as retention
         // left it, so it never copies in what is forgotten here.
-        if let Err(e) = forget(&mut index, &gone) {
+        if let Err(e) = forget(&mut index, &gone, prunes) {
             tracing::warn!(error = %e, "The dedupe index could not forget pruned events; they stay as harmless entries.");
         }
         if !merge_now && Instant::now() < next_merge {
@@ -445,6 +524,10 @@ fn merge(store: &Connection, index: &mut Connection, after: i64) -> rusqlite::Re
     let Some(&(_, last)) = rows.last() else {
         return Ok((0, after));
     };
+    // Read after the rows, so that it is at least the count they reflect: an identity retention
+    // deleted before the read is not copied, and the index must not pass for complete beside
+    // a store that still holds it.
+    let prunes = store_prunes(store)?;
     rows.sort_unstable();
     let tx = index.transaction()?;
     {
@@ -454,12 +537,17 @@ fn merge(store: &Connection, index: &mut Connection, after: i64) -> rusqlite::Re
             put.execute([hash, id])?;
         }
     }
-    tx.execute("UPDATE progress SET through = ?1", [last])?;
+    tx.execute(
+        "UPDATE progress SET through = ?1, pruned = max(pruned, ?2)",
+        [last, prunes],
+    )?;
     tx.commit()?;
     Ok((rows.len(), last))
 }
 
-fn forget(index: &mut Connection, gone: &[Forgotten]) -> rusqlite::Result<()> {
+/// Deletes the entries of `gone`, recording that the index now reflects `prunes` of the store's
+/// prunes.
+fn forget(index: &mut Connection, gone: &[Forgotten], prunes: i64) -> rusqlite::Result<()> {
     if gone.is_empty() {
         return Ok(());
     }
@@ -476,5 +564,6 @@ fn forget(index: &mut Connection, gone: &[Forgotten]) -> rusqlite::Result<()> {
             delete.execute([hash, id])?;
         }
     }
+    tx.execute("UPDATE progress SET pruned = max(pruned, ?1)", [prunes])?;
     tx.commit()
 }

@@ -7,10 +7,14 @@ use super::super::sqlite_identities::{boot_id, index_path, remove_index};
 use super::*;
 
 fn webhook(ids: &[&str]) -> NewWebhook {
+    webhook_at(ids, 1000)
+}
+
+fn webhook_at(ids: &[&str], received_at_ms: i64) -> NewWebhook {
     NewWebhook {
         source: "stripe".into(),
         request_id: "req".into(),
-        received_at_ms: 1000,
+        received_at_ms,
         headers_json: "{}".into(),
         body: bytes::Bytes::from_static(b"{}"),
         events: ids
@@ -324,4 +328,131 @@ async fn an_index_held_by_another_process_is_not_rebuilt() {
     })
     .await;
     assert_eq!(indexed(&path), (2, 2), "the index as it was");
+}
+
+/// A consistent copy of the store at `path`, as a backup tool would take it.
+fn back_up(path: &std::path::Path) -> std::path::PathBuf {
+    let copy = path.with_extension("backup");
+    Connection::open(path)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+        .unwrap();
+    copy
+}
+
+/// Puts `backup` in place of the (closed) store at `path`, leaving its dedupe index as it is.
+fn restore(backup: &std::path::Path, path: &std::path::Path) {
+    for suffix in ["-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(std::path::PathBuf::from(file));
+    }
+    std::fs::copy(backup, path).unwrap();
+}
+
+fn index_pruned(path: &std::path::Path) -> i64 {
+    index_db(path)
+        .query_row("SELECT pruned FROM progress", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Waits until the index of the store at `path` reflects `prunes` of the store's prunes.
+async fn until_index_pruned(path: &std::path::Path, prunes: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while index_pruned(path) < prunes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index never forgot"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Retention after a backup made the index forget identities the backup still holds; restored,
+/// the store must still know them, though the index reaches no further than the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_restored_from_before_a_prune_keeps_the_identities_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    store_a_and_b_indexed(&path).await;
+    let backup = back_up(&path);
+    let path_in = path.clone();
+    with_store(&path, |store| async move {
+        assert_eq!(store.prune(2000).await.unwrap().provider_events, 2);
+        until_index_pruned(&path_in, 1).await;
+        assert!(index_entries(&path_in).is_empty(), "a and b forgotten");
+    })
+    .await;
+    restore(&backup, &path);
+    with_store(&path, |store| async move {
+        assert_eq!(
+            duplicates(&store, &["a", "b", "c"]).await,
+            vec![true, true, false]
+        );
+    })
+    .await;
+}
+
+/// The same when the index never held the pruned identities and the message to forget them
+/// was lost (the process died first): copying a later identity in, past them, reflects the
+/// prune all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_restored_from_before_a_prune_the_index_copied_past_keeps_its_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let path_in = path.clone();
+    let backup = with_store(&path, |store| async move {
+        duplicates(&store, &["a", "b"]).await;
+        store.accept(webhook_at(&["c"], 5000)).await.unwrap();
+        let backup = back_up(&path_in);
+        assert_eq!(store.prune(2000).await.unwrap().provider_events, 2);
+        until_index_pruned(&path_in, 1).await;
+        edit_index(&path_in, "UPDATE progress SET pruned = 0;");
+        catch_up(&store).await;
+        assert_eq!(indexed(&path_in), (1, 3), "only c copied in");
+        backup
+    })
+    .await;
+    restore(&backup, &path);
+    with_store(&path, |store| async move {
+        assert_eq!(
+            duplicates(&store, &["a", "b", "c", "d"]).await,
+            vec![true, true, true, false]
+        );
+    })
+    .await;
+}
+
+/// An index written before it recorded the store's prunes cannot tell a restored store from
+/// the one it was written for.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_of_an_earlier_layout_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    store_a_and_b_indexed(&path).await;
+    let store_id: String = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'store_id'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    remove_index(&index_path(&path)).unwrap();
+    // The first layout, claiming both identities while holding neither.
+    edit_index(
+        &path,
+        &format!(
+            "CREATE TABLE seen (hash INTEGER NOT NULL, id INTEGER NOT NULL,
+                 PRIMARY KEY (hash, id)) WITHOUT ROWID;
+             CREATE TABLE progress (store TEXT NOT NULL, through INTEGER NOT NULL,
+                 boot TEXT NOT NULL);
+             INSERT INTO progress VALUES ('{store_id}', 2, '{}');",
+            boot_id().unwrap_or_default()
+        ),
+    );
+    with_store(&path, |store| async move {
+        assert_eq!(duplicates(&store, &["a", "b"]).await, vec![true, true]);
+    })
+    .await;
 }

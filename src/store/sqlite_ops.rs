@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::sqlite_identities::{Forgotten, Identities};
+use super::sqlite_identities::{Forgotten, Identities, Pruned, count_prune};
 use super::{
     DeadLetter, DeadSelector, PruneReport, ReplayQuery, ReplayUpdate, StoredEmission, StoredEvent,
     StoredWebhook,
@@ -280,14 +280,15 @@ pub(super) const NEXT_TO_PRUNE: &str =
 /// One step of retention: what is done among webhooks with ids in `from..from + PRUNE_WINDOW`
 /// and everything hanging off them, older than `before_ms`. Returns where the next step starts,
 /// or `None` once the next webhook is too young to prune (ids grow with arrival time, so every
-/// later one is too), and the provider events deleted. Statements reach rows through the
+/// later one is too), and the provider events deleted, if any (the step then counts as one of
+/// the store's prunes, which the dedupe index compares itself with). Statements reach rows through the
 /// webhook id — the rowid, or an index led by it — so a step reads its window, never a whole
 /// table.
 pub(super) fn prune_step(
     conn: &Connection,
     from: i64,
     before_ms: i64,
-) -> rusqlite::Result<(PruneReport, Option<i64>, Vec<Forgotten>)> {
+) -> rusqlite::Result<(PruneReport, Option<i64>, Option<Pruned>)> {
     let to = from.saturating_add(PRUNE_WINDOW);
     let [outbox, identities, webhooks] = PRUNE;
     let finished = conn
@@ -307,6 +308,14 @@ pub(super) fn prune_step(
         .prepare_cached(webhooks)?
         .execute(params![from, to, before_ms])?;
     let deleted = [finished as u64, gone.len() as u64, bodies as u64];
+    let pruned = if gone.is_empty() {
+        None
+    } else {
+        Some(Pruned {
+            prunes: count_prune(conn)?,
+            gone,
+        })
+    };
     let next: Option<(i64, i64)> = conn
         .prepare_cached(NEXT_TO_PRUNE)?
         .query_row(params![to], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -314,6 +323,6 @@ pub(super) fn prune_step(
     Ok((
         PruneReport::deleted(deleted),
         next.filter(|&(_, at)| at < before_ms).map(|(id, _)| id),
-        gone,
+        pruned,
     ))
 }
