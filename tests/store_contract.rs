@@ -66,6 +66,7 @@ macro_rules! contract {
 
 contract!(
     accepts_once_and_reports_redeliveries_as_duplicates,
+    an_id_repeated_within_a_webhook_counts_once,
     concurrent_redeliveries_are_stored_once,
     each_due_event_is_leased_to_one_owner_until_its_lease_expires,
     a_stale_owner_cannot_complete_an_event_taken_over,
@@ -101,6 +102,42 @@ async fn accepts_once_and_reports_redeliveries_as_duplicates(store: Arc<dyn Stor
     assert_eq!(other.duplicates, vec![false]);
     let leased = store.lease("w", 100, NOW, LEASE).await.unwrap();
     assert_eq!(leased.len(), 4, "one outbox event per new provider event");
+}
+
+/// A batch that names one event twice (HubSpot sends arrays) stores it once; every outbox event
+/// of the stored ones is handed over under the claim, in order.
+async fn an_id_repeated_within_a_webhook_counts_once(store: Arc<dyn Store>) {
+    let mut hook = webhook("hubspot", &["a", "a", "b"]);
+    for event in &mut hook.events {
+        let mut second = event.outbox[0].clone();
+        second.rule = "second".into();
+        second.insert_id.push_str("~2");
+        event.outbox.push(second);
+    }
+    hook.claim = Some(Claim {
+        owner: "A".into(),
+        until_ms: NOW + LEASE,
+    });
+    let accepted = store.accept(hook).await.unwrap();
+    assert_eq!(accepted.duplicates, vec![false, true, false]);
+    let handed: Vec<&str> = accepted
+        .claimed
+        .iter()
+        .map(|e| e.insert_id.as_str())
+        .collect();
+    assert_eq!(
+        handed,
+        vec![
+            "hubspot:a:paid",
+            "hubspot:a:paid~2",
+            "hubspot:b:paid",
+            "hubspot:b:paid~2"
+        ]
+    );
+    let ids: std::collections::HashSet<i64> = accepted.claimed.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 4, "each its own outbox event");
+    let taken_over = store.lease("B", 10, NOW + LEASE + 1, LEASE).await.unwrap();
+    assert_eq!(taken_over.len(), 4, "and nothing more was stored");
 }
 
 async fn concurrent_redeliveries_are_stored_once(store: Arc<dyn Store>) {
@@ -487,4 +524,32 @@ async fn the_store_reports_queue_stats_and_answers_pings(store: Arc<dyn Store>) 
         (stats.pending, stats.oldest_pending_ms, stats.dead),
         (2, Some(NOW), 0)
     );
+}
+
+/// PostgreSQL accepts in one statement that inserts the raw body only when an event in it is
+/// new: a redelivery leaves no copy behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_no_copy_of_a_redelivered_body() {
+    let Some(url) = support::postgres::fresh_database().await else {
+        return;
+    };
+    let store = greenflash_bridge::store::open(&url).await.unwrap();
+    store.accept(webhook("stripe", &["a"])).await.unwrap();
+    let again = store.accept(webhook("stripe", &["a"])).await.unwrap();
+    assert_eq!(again.duplicates, vec![true]);
+    store.accept(webhook("stripe", &["a", "b"])).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let counts = client
+        .query_one(
+            "SELECT (SELECT COUNT(*) FROM webhooks), (SELECT COUNT(*) FROM provider_events),
+                    (SELECT COUNT(*) FROM outbox)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
+    assert_eq!(counts, (2, 2, 2), "the redelivery stored nothing");
 }

@@ -182,89 +182,141 @@ fn dead_letter(r: &tokio_postgres::Row) -> DeadLetter {
     }
 }
 
+/// An accept in one statement (one round trip, committed on its own): the provider events new
+/// to the store ($6..$9, each id once), the webhook's raw body only if one of them is new (a
+/// redelivered body is not kept), and the outbox events of the new ones ($10..$13, each naming
+/// its provider event). The webhook id is drawn first because its events point at it; their
+/// foreign key is checked at the end of the statement, when the webhook row exists. Returns a
+/// row per new provider event (`NULL`, event id) and per outbox event (id, event id, rule,
+/// insert id).
+const ACCEPT: &str = "
+WITH webhook AS (SELECT nextval('webhooks_id_seq') AS id),
+new_events AS (
+    INSERT INTO provider_events (source, event_id, event_type, webhook_id, status, detail, received_at)
+    SELECT $1, e.event_id, e.event_type, webhook.id, e.status, e.detail, $3
+    FROM unnest($6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])
+         WITH ORDINALITY AS e (event_id, event_type, status, detail, n),
+         webhook
+    ORDER BY e.n
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+),
+stored_webhook AS (
+    INSERT INTO webhooks (id, source, request_id, received_at, headers, body)
+    SELECT webhook.id, $1, $2, $3, $4, $5 FROM webhook WHERE EXISTS (SELECT 1 FROM new_events)
+),
+new_outbox AS (
+    INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at,
+                        updated_at, request_id, lease_owner, lease_until)
+    SELECT $1, o.event_id, o.rule, o.insert_id, o.payload, COALESCE($15::BIGINT, $3::BIGINT), $3, $3,
+           $2, $14, $15
+    FROM unnest($10::TEXT[], $11::TEXT[], $12::TEXT[], $13::TEXT[])
+         WITH ORDINALITY AS o (event_id, rule, insert_id, payload, n)
+    WHERE o.event_id IN (SELECT event_id FROM new_events)
+    ORDER BY o.n
+    RETURNING id, event_id, rule, insert_id
+)
+SELECT NULL::BIGINT, event_id, NULL::TEXT, NULL::TEXT FROM new_events
+UNION ALL
+SELECT id, event_id, rule, insert_id FROM new_outbox";
+
 const OUTBOX_COLUMNS: &str = "id, source, event_id, rule, insert_id, state, attempts, last_status, last_error, created_at, updated_at, payload";
 
 #[async_trait]
 impl Store for PostgresStore {
     async fn accept(&self, webhook: NewWebhook) -> Result<Acceptance, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let webhook_id: i64 = tx
-            .query_one(
-                "INSERT INTO webhooks (source, request_id, received_at, headers, body) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[&webhook.source, &webhook.request_id, &webhook.received_at_ms, &webhook.headers_json, &webhook.body.as_ref()],
-            )
-            .await?
-            .get(0);
-        let insert_event = tx
-            .prepare_cached(
-                "INSERT INTO provider_events (source, event_id, event_type, webhook_id, status, detail, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING event_id",
-            )
-            .await?;
-        let insert_outbox = tx
-            .prepare_cached(
-                "INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at, updated_at, request_id,
-                     lease_owner, lease_until)
-                 VALUES ($1, $2, $3, $4, $5, COALESCE($9::BIGINT, $6::BIGINT), $6, $6, $7, $8, $9) RETURNING id",
-            )
-            .await?;
+        // The first time an id appears in this webhook it may be new; any later time it is not.
+        let mut firsts = std::collections::HashSet::new();
+        let first: Vec<bool> = webhook
+            .events
+            .iter()
+            .map(|e| firsts.insert(e.event_id.as_str()))
+            .collect();
+        let events = || {
+            webhook
+                .events
+                .iter()
+                .zip(&first)
+                .filter(|(_, first)| **first)
+                .map(|(e, _)| e)
+        };
+        let event_ids: Vec<&str> = events().map(|e| e.event_id.as_str()).collect();
+        let event_types: Vec<&str> = events().map(|e| e.event_type.as_str()).collect();
+        let statuses: Vec<&str> = events().map(|e| e.status).collect();
+        let details: Vec<Option<&str>> = events().map(|e| e.detail.as_deref()).collect();
+        let outs = || events().flat_map(|e| e.outbox.iter().map(move |out| (e, out)));
+        let out_events: Vec<&str> = outs().map(|(e, _)| e.event_id.as_str()).collect();
+        let rules: Vec<&str> = outs().map(|(_, o)| o.rule.as_str()).collect();
+        let insert_ids: Vec<&str> = outs().map(|(_, o)| o.insert_id.as_str()).collect();
+        let payloads: Vec<&str> = outs().map(|(_, o)| o.payload.as_str()).collect();
         let (owner, until_ms) = webhook.lease_columns();
-        let mut claimed = Vec::new();
-        let mut duplicates = Vec::with_capacity(webhook.events.len());
-        for event in &webhook.events {
-            let inserted = tx
-                .query_opt(
-                    &insert_event,
-                    &[
-                        &webhook.source,
-                        &event.event_id,
-                        &event.event_type,
-                        &webhook_id,
-                        &event.status,
-                        &event.detail,
-                        &webhook.received_at_ms,
-                    ],
-                )
-                .await?;
-            duplicates.push(inserted.is_none());
-            if inserted.is_none() {
-                continue;
+        let client = self.client().await?;
+        let accept = client.prepare_cached(ACCEPT).await?;
+        let rows = client
+            .query(
+                &accept,
+                &[
+                    &webhook.source,
+                    &webhook.request_id,
+                    &webhook.received_at_ms,
+                    &webhook.headers_json,
+                    &webhook.body.as_ref(),
+                    &event_ids,
+                    &event_types,
+                    &statuses,
+                    &details,
+                    &out_events,
+                    &rules,
+                    &insert_ids,
+                    &payloads,
+                    &owner,
+                    &until_ms,
+                ],
+            )
+            .await?;
+        let mut new_events = std::collections::HashSet::new();
+        let mut stored_outbox = Vec::new();
+        for row in &rows {
+            let event_id: String = row.get(1);
+            match row.get::<_, Option<i64>>(0) {
+                None => {
+                    new_events.insert(event_id);
+                }
+                Some(id) => stored_outbox.push((
+                    id,
+                    event_id,
+                    row.get::<_, String>(2),
+                    row.get::<_, String>(3),
+                )),
             }
-            for out in &event.outbox {
-                let id: i64 = tx
-                    .query_one(
-                        &insert_outbox,
-                        &[
-                            &webhook.source,
-                            &event.event_id,
-                            &out.rule,
-                            &out.insert_id,
-                            &out.payload,
-                            &webhook.received_at_ms,
-                            &webhook.request_id,
-                            &owner,
-                            &until_ms,
-                        ],
-                    )
-                    .await?
-                    .get(0);
-                if owner.is_some() {
+        }
+        let duplicates = webhook
+            .events
+            .iter()
+            .zip(&first)
+            .map(|(e, first)| !*first || !new_events.contains(&e.event_id))
+            .collect();
+        let mut claimed = Vec::new();
+        if owner.is_some() {
+            for (event, out) in outs().filter(|(e, _)| new_events.contains(&e.event_id)) {
+                // Matched by what identifies it, not by position: RETURNING keeps no order.
+                let at = stored_outbox
+                    .iter()
+                    .position(|(_, event_id, rule, insert_id)| {
+                        *event_id == event.event_id
+                            && *rule == out.rule
+                            && *insert_id == out.insert_id
+                    });
+                if let Some(at) = at {
+                    let (id, ..) = stored_outbox.swap_remove(at);
                     claimed.push(Leased::claimed(id, &webhook, out));
                 }
             }
         }
-        let acceptance = Acceptance {
+        Ok(Acceptance {
             duplicates,
             claimed,
-        };
-        if acceptance.stored_new() {
-            tx.commit().await?;
-        } else {
-            // Nothing new: keep no copy of a redelivered body.
-            tx.rollback().await?;
-        }
-        Ok(acceptance)
+        })
     }
 
     async fn lease(
