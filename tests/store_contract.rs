@@ -72,6 +72,7 @@ contract!(
     a_stale_owner_cannot_complete_an_event_taken_over,
     events_stored_under_a_claim_are_leased_to_its_owner,
     retries_wait_until_due_and_throttling_does_not_count,
+    a_group_of_outcomes_records_each_as_it_says,
     dead_letters_are_listed_retried_and_dropped,
     replay_sees_stored_webhooks_and_records_new_events,
     pruning_keeps_pending_and_dead_events,
@@ -309,6 +310,78 @@ async fn retries_wait_until_due_and_throttling_does_not_count(store: Arc<dyn Sto
         .unwrap();
     let third = store.lease("A", 1, NOW + 6_000, LEASE).await.unwrap();
     assert_eq!(third[0].attempts, 1, "a throttled attempt is not counted");
+}
+
+/// One group holding every kind of outcome (delivery stores them together), and a second
+/// outcome for an event the group already ended, which the first one's end of lease fences.
+async fn a_group_of_outcomes_records_each_as_it_says(store: Arc<dyn Store>) {
+    store
+        .accept(webhook("stripe", &["a", "b", "c", "d"]))
+        .await
+        .unwrap();
+    let leased = store.lease("A", 10, NOW, LEASE).await.unwrap();
+    let [a, b, c, d] = [0, 1, 2, 3].map(|i| leased[i].id);
+    let earlier = Completion::Retry {
+        id: d,
+        next_attempt_ms: NOW,
+        status: Some(500),
+        error: "earlier".into(),
+        counts: true,
+    };
+    store.complete("A", NOW, vec![earlier]).await.unwrap();
+    assert_eq!(store.lease("A", 10, NOW, LEASE).await.unwrap()[0].id, d);
+    let group = vec![
+        Completion::Delivered { id: a, status: 200 },
+        Completion::Retry {
+            id: b,
+            next_attempt_ms: NOW + 5_000,
+            status: Some(503),
+            error: "busy".into(),
+            counts: true,
+        },
+        Completion::Dead {
+            id: c,
+            status: Some(422),
+            error: "no".into(),
+        },
+        Completion::Skipped { id: d },
+        Completion::Dead {
+            id: a,
+            status: Some(400),
+            error: "too late".into(),
+        },
+    ];
+    store.complete("A", NOW + 1, group).await.unwrap();
+    let mut recorded = Vec::new();
+    for id in [a, b, c, d] {
+        let e = store.outbox_event(id).await.unwrap().unwrap();
+        recorded.push((
+            e.state,
+            e.attempts,
+            e.last_status,
+            e.last_error,
+            e.updated_at_ms,
+        ));
+    }
+    let row = |state: &str, attempts, status, error: Option<&str>| {
+        (
+            state.to_string(),
+            attempts,
+            status,
+            error.map(String::from),
+            NOW + 1,
+        )
+    };
+    assert_eq!(
+        recorded,
+        vec![
+            row("delivered", 1, Some(200), None),
+            row("pending", 1, Some(503), Some("busy")),
+            row("dead", 1, Some(422), Some("no")),
+            row("dry_run", 1, Some(500), Some("earlier")),
+        ]
+    );
+    assert_eq!(store.next_due().await.unwrap(), Some(NOW + 5_000));
 }
 
 async fn dead_letters_are_listed_retried_and_dropped(store: Arc<dyn Store>) {

@@ -220,6 +220,23 @@ SELECT NULL::BIGINT, event_id, NULL::TEXT, NULL::TEXT FROM new_events
 UNION ALL
 SELECT id, event_id, rule, insert_id FROM new_outbox";
 
+/// The outcomes of a group of deliveries by `$1`, in one statement, each row of the arrays one
+/// event: its new state (`NULL`: still pending, to be retried), attempts to add (a throttled
+/// retry or a dry run uses none), when to try next (`NULL`: unchanged), and whether the last
+/// status and error stay as they were (a dry run records none). `lease_owner = $1` fences a
+/// worker whose lease expired and was taken over.
+const COMPLETE: &str = "
+UPDATE outbox AS o SET
+    state = COALESCE(c.state, o.state),
+    attempts = o.attempts + c.attempts,
+    next_attempt_at = COALESCE(c.next_attempt_at, o.next_attempt_at),
+    last_status = CASE WHEN c.keep_result THEN o.last_status ELSE c.status END,
+    last_error = CASE WHEN c.keep_result THEN o.last_error ELSE c.error END,
+    lease_owner = NULL, lease_until = NULL, updated_at = $2
+FROM unnest($3::BIGINT[], $4::TEXT[], $5::INT[], $6::BIGINT[], $7::BOOL[], $8::INT[], $9::TEXT[])
+     AS c (id, state, attempts, next_attempt_at, keep_result, status, error)
+WHERE o.id = c.id AND o.lease_owner = $1";
+
 const OUTBOX_COLUMNS: &str = "id, source, event_id, rule, insert_id, state, attempts, last_status, last_error, created_at, updated_at, payload";
 
 #[async_trait]
@@ -368,51 +385,69 @@ impl Store for PostgresStore {
         now_ms: i64,
         done: Vec<Completion>,
     ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        // One commit for the whole group of outcomes.
-        let client = client.transaction().await?;
+        // One statement for the whole group: one round trip and one commit, however many.
+        let mut ids = Vec::with_capacity(done.len());
+        let mut states: Vec<Option<&str>> = Vec::with_capacity(done.len());
+        let mut attempts = Vec::with_capacity(done.len());
+        let mut next_attempts: Vec<Option<i64>> = Vec::with_capacity(done.len());
+        let mut keep_results = Vec::with_capacity(done.len());
+        let mut statuses: Vec<Option<i32>> = Vec::with_capacity(done.len());
+        let mut errors: Vec<Option<String>> = Vec::with_capacity(done.len());
         for completion in done {
-            // `lease_owner = $2` fences a worker whose lease expired and was taken over.
-            match completion {
+            let (id, state, counts, next, keep, status, error) = match completion {
                 Completion::Delivered { id, status } => {
-                    client
-                        .execute(
-                            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, last_status = $3, last_error = NULL,
-                             lease_owner = NULL, lease_until = NULL, updated_at = $4 WHERE id = $1 AND lease_owner = $2",
-                            &[&id, &owner, &i32::from(status), &now_ms],
-                        )
-                        .await?
+                    (id, Some("delivered"), 1, None, false, Some(status), None)
                 }
-                Completion::Retry { id, next_attempt_ms, status, error, counts } => {
-                    client
-                        .execute(
-                            "UPDATE outbox SET attempts = attempts + $7, next_attempt_at = $3, last_status = $4, last_error = $5,
-                             lease_owner = NULL, lease_until = NULL, updated_at = $6 WHERE id = $1 AND lease_owner = $2",
-                            &[&id, &owner, &next_attempt_ms, &status.map(i32::from), &error, &now_ms, &i32::from(counts)],
-                        )
-                        .await?
-                }
+                Completion::Retry {
+                    id,
+                    next_attempt_ms,
+                    status,
+                    error,
+                    counts,
+                } => (
+                    id,
+                    None,
+                    i32::from(counts),
+                    Some(next_attempt_ms),
+                    false,
+                    status,
+                    Some(error),
+                ),
                 Completion::Dead { id, status, error } => {
-                    client
-                        .execute(
-                            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_status = $3, last_error = $4,
-                             lease_owner = NULL, lease_until = NULL, updated_at = $5 WHERE id = $1 AND lease_owner = $2",
-                            &[&id, &owner, &status.map(i32::from), &error, &now_ms],
-                        )
-                        .await?
+                    (id, Some("dead"), 1, None, false, status, Some(error))
                 }
-                Completion::Skipped { id } => {
-                    client
-                        .execute(
-                            "UPDATE outbox SET state = 'dry_run', lease_owner = NULL, lease_until = NULL, updated_at = $3
-                             WHERE id = $1 AND lease_owner = $2",
-                            &[&id, &owner, &now_ms],
-                        )
-                        .await?
-                }
+                Completion::Skipped { id } => (id, Some("dry_run"), 0, None, true, None, None),
             };
+            // The first outcome of an event ends its lease; any later one finds it fenced.
+            if ids.contains(&id) {
+                continue;
+            }
+            ids.push(id);
+            states.push(state);
+            attempts.push(counts);
+            next_attempts.push(next);
+            keep_results.push(keep);
+            statuses.push(status.map(i32::from));
+            errors.push(error);
         }
-        client.commit().await?;
+        let client = self.client().await?;
+        let complete = client.prepare_cached(COMPLETE).await?;
+        client
+            .execute(
+                &complete,
+                &[
+                    &owner,
+                    &now_ms,
+                    &ids,
+                    &states,
+                    &attempts,
+                    &next_attempts,
+                    &keep_results,
+                    &statuses,
+                    &errors,
+                ],
+            )
+            .await?;
         Ok(())
     }
 
