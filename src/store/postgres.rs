@@ -294,16 +294,16 @@ impl Store for PostgresStore {
         let mut new_events = std::collections::HashSet::new();
         let mut stored_outbox = Vec::new();
         for row in &rows {
-            let event_id: String = row.get(1);
-            match row.get::<_, Option<i64>>(0) {
+            let event_id: String = row.try_get(1)?;
+            match row.try_get::<_, Option<i64>>(0)? {
                 None => {
                     new_events.insert(event_id);
                 }
                 Some(id) => stored_outbox.push((
                     id,
                     event_id,
-                    row.get::<_, String>(2),
-                    row.get::<_, String>(3),
+                    row.try_get::<_, String>(2)?,
+                    row.try_get::<_, String>(3)?,
                 )),
             }
         }
@@ -324,6 +324,8 @@ impl Store for PostgresStore {
                             && *rule == out.rule
                             && *insert_id == out.insert_id
                     });
+                // Every one is there; one that were not would still be stored, leased to this
+                // process, and delivered through the lease path once its claim runs out.
                 if let Some(at) = at {
                     let (id, ..) = stored_outbox.swap_remove(at);
                     claimed.push(Leased::claimed(id, &webhook, out));
