@@ -9,6 +9,7 @@
 //! intake); `complete` only applies to events the caller still holds (fencing against a stale
 //! worker).
 
+mod body;
 mod postgres;
 mod sqlite;
 mod sqlite_checkpoint;
@@ -173,6 +174,8 @@ pub enum StoreError {
     Unavailable(String),
     #[error("the store's writer has stopped")]
     Closed,
+    #[error("a stored webhook cannot be read back: {0}")]
+    StoredBody(String),
 }
 
 #[async_trait]

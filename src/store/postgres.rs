@@ -12,6 +12,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use super::body::StoredBody;
 use super::{
     Acceptance, Completion, DeadLetter, DeadSelector, Leased, NewWebhook, PruneReport, QueueStats,
     ReplayQuery, ReplayUpdate, Store, StoreError, StoredEmission, StoredEvent, StoredWebhook,
@@ -20,9 +21,10 @@ use super::{
 
 /// Versioned migrations, applied in order under an advisory lock so replicas starting at once
 /// do not race. Never edit a released step; add a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
 CREATE TABLE webhooks (
     id          BIGSERIAL PRIMARY KEY,
     source      TEXT NOT NULL,
@@ -70,7 +72,13 @@ CREATE TABLE delivery_throttle (
 );
 INSERT INTO delivery_throttle (id, not_before) VALUES (1, 0);
 ",
-)];
+    ),
+    (
+        2,
+        // Bodies compressed by the bridge (see `body.rs`); those stored before stay as received.
+        "ALTER TABLE webhooks ADD COLUMN body_encoding TEXT NOT NULL DEFAULT 'identity';",
+    ),
+];
 
 /// Webhook ids per retention step.
 const PRUNE_WINDOW: i64 = 512;
@@ -183,8 +191,8 @@ fn dead_letter(r: &tokio_postgres::Row) -> DeadLetter {
 }
 
 /// An accept in one statement (one round trip, committed on its own): the provider events new
-/// to the store ($6..$9, each id once), the webhook's raw body only if one of them is new (a
-/// redelivered body is not kept), and the outbox events of the new ones ($10..$13, each naming
+/// to the store ($6..$9, each id once), the webhook's raw body ($5, encoded as $16) only if one
+/// of them is new (a redelivered body is not kept), and the outbox events of the new ones ($10..$13, each naming
 /// its provider event). The webhook id is drawn first because its events point at it; their
 /// foreign key is checked at the end of the statement, when the webhook row exists. Returns a
 /// row per new provider event (`NULL`, event id) and per outbox event (id, event id, rule,
@@ -202,8 +210,9 @@ new_events AS (
     RETURNING event_id
 ),
 stored_webhook AS (
-    INSERT INTO webhooks (id, source, request_id, received_at, headers, body)
-    SELECT webhook.id, $1, $2, $3, $4, $5 FROM webhook WHERE EXISTS (SELECT 1 FROM new_events)
+    INSERT INTO webhooks (id, source, request_id, received_at, headers, body, body_encoding)
+    SELECT webhook.id, $1, $2, $3, $4, $5, $16 FROM webhook
+    WHERE EXISTS (SELECT 1 FROM new_events)
 ),
 new_outbox AS (
     INSERT INTO outbox (source, event_id, rule, insert_id, payload, next_attempt_at, created_at,
@@ -267,6 +276,7 @@ impl Store for PostgresStore {
         let insert_ids: Vec<&str> = outs().map(|(_, o)| o.insert_id.as_str()).collect();
         let payloads: Vec<&str> = outs().map(|(_, o)| o.payload.as_str()).collect();
         let (owner, until_ms) = webhook.lease_columns();
+        let body = StoredBody::encode(&webhook.body);
         let client = self.client().await?;
         let accept = client.prepare_cached(ACCEPT).await?;
         let rows = client
@@ -277,7 +287,7 @@ impl Store for PostgresStore {
                     &webhook.request_id,
                     &webhook.received_at_ms,
                     &webhook.headers_json,
-                    &webhook.body.as_ref(),
+                    &body.bytes(&webhook.body),
                     &event_ids,
                     &event_types,
                     &statuses,
@@ -288,6 +298,7 @@ impl Store for PostgresStore {
                     &payloads,
                     &owner,
                     &until_ms,
+                    &body.encoding(),
                 ],
             )
             .await?;
@@ -560,7 +571,7 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let webhooks = client
             .query(
-                "SELECT id, received_at, headers, body FROM webhooks
+                "SELECT id, received_at, headers, body, body_encoding FROM webhooks
                  WHERE source = $1 AND ($2::BIGINT IS NULL OR received_at >= $2) AND ($3::BIGINT IS NULL OR received_at < $3)
                  ORDER BY received_at, id",
                 &[&query.source, &query.since_ms, &query.until_ms],
@@ -594,7 +605,10 @@ impl Store for PostgresStore {
                     id,
                     received_at_ms: w.get(1),
                     headers_json: w.get(2),
-                    body: Bytes::from(w.get::<_, Vec<u8>>(3)),
+                    body: Bytes::from(
+                        StoredBody::decode(&w.try_get::<_, String>(4)?, w.try_get(3)?)
+                            .map_err(|e| StoreError::StoredBody(e.to_string()))?,
+                    ),
                     events,
                 });
             }

@@ -14,9 +14,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::body::StoredBody;
 use super::sqlite_checkpoint;
 use super::sqlite_identities::{Identities, IndexThread};
-use super::sqlite_ops::{self as ops, StoredBody};
+use super::sqlite_ops as ops;
 use super::{
     Acceptance, Completion, DeadLetter, DeadSelector, Leased, NewWebhook, PruneReport, QueueStats,
     ReplayQuery, ReplayUpdate, Store, StoreError, StoredWebhook, now_ms,

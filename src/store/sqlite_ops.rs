@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::body::StoredBody;
 use super::sqlite_identities::{Forgotten, Identities, Pruned, count_prune};
 use super::{
     DeadLetter, DeadSelector, PruneReport, ReplayQuery, ReplayUpdate, StoredEmission, StoredEvent,
@@ -17,58 +18,6 @@ pub(super) const INSERT_OUTBOX: &str = "INSERT INTO outbox (source, event_id, ru
     payload, next_attempt_at, created_at, updated_at, request_id, webhook_id, lease_owner,
     lease_until)
     VALUES (?1, ?2, ?3, ?4, ?5, COALESCE(?10, ?6), ?6, ?6, ?7, ?8, ?9, ?10)";
-
-/// A webhook body as the store keeps it: LZ4-compressed when that makes it smaller (JSON
-/// bodies shrink to a third or less, which is most of the bytes written per webhook).
-pub(super) enum StoredBody {
-    Identity,
-    Lz4(Vec<u8>),
-}
-
-impl StoredBody {
-    pub(super) fn encode(body: &[u8]) -> Self {
-        let compressed = lz4_flex::compress_prepend_size(body);
-        if compressed.len() < body.len() {
-            Self::Lz4(compressed)
-        } else {
-            Self::Identity
-        }
-    }
-
-    pub(super) fn encoding(&self) -> &'static str {
-        match self {
-            Self::Identity => "identity",
-            Self::Lz4(_) => "lz4",
-        }
-    }
-
-    /// The bytes to store for `body`.
-    pub(super) fn bytes<'b>(&'b self, body: &'b [u8]) -> &'b [u8] {
-        match self {
-            Self::Identity => body,
-            Self::Lz4(compressed) => compressed,
-        }
-    }
-
-    /// The body as received, from what the store kept.
-    fn decode(encoding: &str, stored: Vec<u8>) -> rusqlite::Result<Vec<u8>> {
-        match encoding {
-            "identity" => Ok(stored),
-            "lz4" => lz4_flex::decompress_size_prepended(&stored).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Blob,
-                    Box::new(e),
-                )
-            }),
-            other => Err(rusqlite::Error::FromSqlConversionFailure(
-                0,
-                rusqlite::types::Type::Text,
-                format!("unknown body encoding {other:?}").into(),
-            )),
-        }
-    }
-}
 
 const OUTBOX_COLUMNS: &str = "id, source, event_id, rule, insert_id, state, attempts, last_status, last_error, created_at, updated_at, payload";
 
@@ -160,7 +109,13 @@ pub(super) fn stored_webhooks(
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, String>(2)?,
-                StoredBody::decode(&r.get::<_, String>(4)?, r.get(3)?)?,
+                StoredBody::decode(&r.get::<_, String>(4)?, r.get(3)?).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        3,
+                        rusqlite::types::Type::Blob,
+                        Box::new(e),
+                    )
+                })?,
             ))
         })?;
     let mut events_stmt = conn.prepare_cached(
