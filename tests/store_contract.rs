@@ -417,10 +417,7 @@ async fn bodies_come_back_byte_for_byte_compressed_or_not(store: Arc<dyn Store>)
             })
             .await
             .unwrap();
-        let kept = stored
-            .iter()
-            .find(|w| w.events[0].event_id == id)
-            .unwrap();
+        let kept = stored.iter().find(|w| w.events[0].event_id == id).unwrap();
         assert_eq!(kept.body, body, "{id}");
     }
 }
