@@ -157,6 +157,54 @@ pub enum Completion {
     },
 }
 
+/// What an outcome writes to its outbox event: one reading of `Completion` for every store.
+/// `lease_owner` fencing and the clearing of the lease are the stores' own.
+struct OutcomeWrite<'a> {
+    id: i64,
+    /// The new state; `None` keeps it (a retry stays pending).
+    state: Option<&'static str>,
+    /// Attempts to add: a throttled retry or a dry run uses none.
+    attempts: i64,
+    /// When to try next; `None` keeps it.
+    next_attempt_ms: Option<i64>,
+    /// The last status and error stay as they were (a dry run records none).
+    keep_result: bool,
+    status: Option<u16>,
+    error: Option<&'a str>,
+}
+
+impl Completion {
+    fn write(&self) -> OutcomeWrite<'_> {
+        let write = |id, state, attempts, status, error| OutcomeWrite {
+            id,
+            state,
+            attempts,
+            next_attempt_ms: None,
+            keep_result: false,
+            status,
+            error,
+        };
+        match self {
+            Self::Delivered { id, status } => write(*id, Some("delivered"), 1, Some(*status), None),
+            Self::Retry {
+                id,
+                next_attempt_ms,
+                status,
+                error,
+                counts,
+            } => OutcomeWrite {
+                next_attempt_ms: Some(*next_attempt_ms),
+                ..write(*id, None, i64::from(*counts), *status, Some(error))
+            },
+            Self::Dead { id, status, error } => write(*id, Some("dead"), 1, *status, Some(error)),
+            Self::Skipped { id } => OutcomeWrite {
+                keep_result: true,
+                ..write(*id, Some("dry_run"), 0, None, None)
+            },
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported store URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]

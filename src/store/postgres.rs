@@ -405,43 +405,20 @@ impl Store for PostgresStore {
         let mut next_attempts: Vec<Option<i64>> = Vec::with_capacity(done.len());
         let mut keep_results = Vec::with_capacity(done.len());
         let mut statuses: Vec<Option<i32>> = Vec::with_capacity(done.len());
-        let mut errors: Vec<Option<String>> = Vec::with_capacity(done.len());
-        for completion in done {
-            let (id, state, counts, next, keep, status, error) = match completion {
-                Completion::Delivered { id, status } => {
-                    (id, Some("delivered"), 1, None, false, Some(status), None)
-                }
-                Completion::Retry {
-                    id,
-                    next_attempt_ms,
-                    status,
-                    error,
-                    counts,
-                } => (
-                    id,
-                    None,
-                    i32::from(counts),
-                    Some(next_attempt_ms),
-                    false,
-                    status,
-                    Some(error),
-                ),
-                Completion::Dead { id, status, error } => {
-                    (id, Some("dead"), 1, None, false, status, Some(error))
-                }
-                Completion::Skipped { id } => (id, Some("dry_run"), 0, None, true, None, None),
-            };
+        let mut errors: Vec<Option<&str>> = Vec::with_capacity(done.len());
+        for completion in &done {
+            let write = completion.write();
             // The first outcome of an event ends its lease; any later one finds it fenced.
-            if ids.contains(&id) {
+            if ids.contains(&write.id) {
                 continue;
             }
-            ids.push(id);
-            states.push(state);
-            attempts.push(counts);
-            next_attempts.push(next);
-            keep_results.push(keep);
-            statuses.push(status.map(i32::from));
-            errors.push(error);
+            ids.push(write.id);
+            states.push(write.state);
+            attempts.push(write.attempts as i32);
+            next_attempts.push(write.next_attempt_ms);
+            keep_results.push(write.keep_result);
+            statuses.push(write.status.map(i32::from));
+            errors.push(write.error);
         }
         let client = self.client().await?;
         let complete = client.prepare_cached(COMPLETE).await?;

@@ -654,42 +654,27 @@ fn complete(
     now_ms: i64,
     completion: &Completion,
 ) -> Result<(), rusqlite::Error> {
-    // `lease_owner = ?` fences a worker whose lease expired and was taken over.
-    match completion {
-        Completion::Delivered { id, status } => conn
-            .prepare_cached(
-                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, last_status = ?3,
-                 last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?4
-                 WHERE id = ?1 AND lease_owner = ?2",
-            )?
-            .execute(params![id, owner, status, now_ms]),
-        Completion::Retry {
-            id,
-            next_attempt_ms,
-            status,
-            error,
-            counts,
-        } => conn
-            .prepare_cached(
-                "UPDATE outbox SET attempts = attempts + ?7, next_attempt_at = ?3, last_status = ?4,
-                 last_error = ?5, lease_owner = NULL, lease_until = NULL, updated_at = ?6
-                 WHERE id = ?1 AND lease_owner = ?2",
-            )?
-            .execute(params![id, owner, next_attempt_ms, status, error, now_ms, i64::from(*counts)]),
-        Completion::Dead { id, status, error } => conn
-            .prepare_cached(
-                "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_status = ?3,
-                 last_error = ?4, lease_owner = NULL, lease_until = NULL, updated_at = ?5
-                 WHERE id = ?1 AND lease_owner = ?2",
-            )?
-            .execute(params![id, owner, status, error, now_ms]),
-        Completion::Skipped { id } => conn
-            .prepare_cached(
-                "UPDATE outbox SET state = 'dry_run', lease_owner = NULL, lease_until = NULL,
-                 updated_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
-            )?
-            .execute(params![id, owner, now_ms]),
-    }
+    let write = completion.write();
+    // `lease_owner = ?2` fences a worker whose lease expired and was taken over.
+    conn.prepare_cached(
+        "UPDATE outbox SET state = COALESCE(?3, state), attempts = attempts + ?4,
+         next_attempt_at = COALESCE(?5, next_attempt_at),
+         last_status = CASE WHEN ?6 THEN last_status ELSE ?7 END,
+         last_error = CASE WHEN ?6 THEN last_error ELSE ?8 END,
+         lease_owner = NULL, lease_until = NULL, updated_at = ?9
+         WHERE id = ?1 AND lease_owner = ?2",
+    )?
+    .execute(params![
+        write.id,
+        owner,
+        write.state,
+        write.attempts,
+        write.next_attempt_ms,
+        write.keep_result,
+        write.status,
+        write.error,
+        now_ms
+    ])
     .map(|_| ())
 }
 
