@@ -236,9 +236,9 @@ pub(super) const NEXT_TO_PRUNE: &str =
 /// and everything hanging off them, older than `before_ms`. Returns where the next step starts,
 /// or `None` once the next webhook is too young to prune (ids grow with arrival time, so every
 /// later one is too), and the provider events deleted, if any (the step then counts as one of
-/// the store's prunes, which the dedupe index compares itself with). Statements reach rows through the
-/// webhook id — the rowid, or an index led by it — so a step reads its window, never a whole
-/// table.
+/// the store's prunes, which the dedupe index compares itself with). Statements reach rows
+/// through the webhook id — the rowid, or an index led by it — so a step reads its window,
+/// never a whole table.
 pub(super) fn prune_step(
     conn: &Connection,
     from: i64,
