@@ -136,6 +136,39 @@ const SCHEMA_V6: &str = "
 INSERT INTO store_meta (key, value) VALUES ('prunes', '0');
 ";
 
+/// v7: two fewer pages written by every small commit (each table or index an accept touches
+/// costs a WAL page per commit; at 2,000 webhooks/s these two were 1.8 of 9.1).
+/// - `provider_events` drops `AUTOINCREMENT`, whose `sqlite_sequence` row was rewritten by
+///   every accept. The writer hands out ids itself, above any it has used (`Identities`), so
+///   ids still never repeat while it runs; after a restart, a store whose newest rows retention
+///   deleted has a dedupe index ahead of it, which is rebuilt.
+/// - `webhooks_received` gives way to `webhook_minutes`: per minute of `received_at`, the first
+///   webhook id stored with a time in it, written once a minute. Ids grow as webhooks are stored,
+///   so every webhook received in minute M or later has an id at least the smallest `first_id`
+///   from M on: replay by time reads the webhooks from there.
+const SCHEMA_V7: &str = "
+CREATE TABLE provider_events_v7 (
+    id          INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    event_type  TEXT NOT NULL,
+    webhook_id  INTEGER NOT NULL REFERENCES webhooks(id),
+    status      TEXT NOT NULL,
+    detail      TEXT,
+    received_at INTEGER NOT NULL
+);
+INSERT INTO provider_events_v7 (id, source, event_id, event_type, webhook_id, status, detail, received_at)
+    SELECT id, source, event_id, event_type, webhook_id, status, detail, received_at
+    FROM provider_events ORDER BY id;
+DROP TABLE provider_events;
+ALTER TABLE provider_events_v7 RENAME TO provider_events;
+CREATE INDEX provider_events_webhook ON provider_events (webhook_id);
+DROP INDEX webhooks_received;
+CREATE TABLE webhook_minutes (minute INTEGER PRIMARY KEY, first_id INTEGER NOT NULL);
+INSERT INTO webhook_minutes (minute, first_id)
+    SELECT received_at / 60000, MIN(id) FROM webhooks GROUP BY received_at / 60000;
+";
+
 /// What a job works with: the open batch transaction (as a `Connection`) and the dedupe lookup.
 struct Writing<'a> {
     conn: &'a Connection,
@@ -304,6 +337,7 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         (4, SCHEMA_V4),
         (5, SCHEMA_V5),
         (6, SCHEMA_V6),
+        (7, SCHEMA_V7),
     ] {
         if version < target {
             conn.execute_batch(&format!(
@@ -533,6 +567,9 @@ impl Store for SqliteStore {
             total.add(step);
             from = next;
         }
+        if total.webhooks > 0 {
+            self.call(|conn| ops::fold_minutes(conn)).await?;
+        }
         Ok(total)
     }
 
@@ -595,9 +632,14 @@ fn accept(
         body.encoding(),
     ])?;
     let webhook_id = conn.last_insert_rowid();
+    // Writes a page only for the first webhook of a minute; replay by time starts from here.
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO webhook_minutes (minute, first_id) VALUES (?1 / 60000, ?2)",
+    )?
+    .execute(params![webhook.received_at_ms, webhook_id])?;
     let mut insert_event = conn.prepare_cached(
-        "INSERT INTO provider_events (source, event_id, event_type, webhook_id, status, detail, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO provider_events (id, source, event_id, event_type, webhook_id, status, detail, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     let mut insert_outbox = conn.prepare_cached(ops::INSERT_OUTBOX)?;
     let (owner, until_ms) = webhook.lease_columns();
@@ -612,7 +654,9 @@ fn accept(
             *duplicate = true;
             continue;
         }
+        let id = writing.identities.new_id();
         insert_event.execute(params![
+            id,
             webhook.source,
             event.event_id,
             event.event_type,
@@ -621,9 +665,7 @@ fn accept(
             event.detail,
             webhook.received_at_ms
         ])?;
-        writing
-            .identities
-            .add(&webhook.source, &event.event_id, conn.last_insert_rowid());
+        writing.identities.add(&webhook.source, &event.event_id, id);
         for out in &event.outbox {
             insert_outbox.execute(params![
                 webhook.source,

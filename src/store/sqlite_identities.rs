@@ -22,7 +22,7 @@
 //! before it counts: an identity retention has pruned, whose entry the index may still hold,
 //! never turns away a webhook.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -160,6 +160,10 @@ pub(super) struct Identities {
     trimmed_through: i64,
     thread: mpsc::Sender<Message>,
     catching_up: bool,
+    /// The id the next `provider_events` row gets. Handed out here rather than by SQLite,
+    /// which would reuse the ids of the newest rows once retention deleted them: the index,
+    /// which takes every row after `through` to be new to it, would then never see those.
+    next_id: Cell<i64>,
 }
 
 impl Identities {
@@ -172,7 +176,7 @@ impl Identities {
             |r| r.get(0),
         )?;
         let last_id: i64 = main.query_row(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'provider_events'), 0)",
+            "SELECT COALESCE(MAX(id), 0) FROM provider_events",
             [],
             |r| r.get(0),
         )?;
@@ -230,6 +234,8 @@ impl Identities {
             trimmed_through: through_now,
             thread: tx,
             catching_up: false,
+            // The index never reaches past the store it was checked against.
+            next_id: Cell::new(last_id.max(through_now) + 1),
         };
         Ok((identities, handle))
     }
@@ -266,6 +272,15 @@ impl Identities {
             }
         }
         Ok(None)
+    }
+
+    /// The id for a new `provider_events` row: above every id this store has handed out since
+    /// it opened, and every id it held then. One taken by a transaction that rolls back is
+    /// skipped, not reused.
+    pub(super) fn new_id(&self) -> i64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
     }
 
     /// Records a row the open transaction added to `provider_events`.

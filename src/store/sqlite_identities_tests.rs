@@ -271,6 +271,26 @@ async fn pruned_identities_leave_the_index_and_stale_entries_turn_nothing_away()
     .await;
 }
 
+/// Retention may delete the newest identities. Those stored after it must not take their ids
+/// again: the index takes every id above the last it merged to be new to it, and the writer
+/// lets go of what it holds up to there.
+#[tokio::test(flavor = "multi_thread")]
+async fn identities_stored_after_retention_deleted_the_newest_are_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    with_store(&dir.path().join("s.db"), |store| async move {
+        duplicates(&store, &["a", "b"]).await;
+        catch_up(&store).await;
+        let report = store.prune(2000).await.unwrap();
+        assert_eq!(report.provider_events, 2, "the store is empty");
+        assert_eq!(duplicates(&store, &["c", "d", "e"]).await, vec![false; 3]);
+        catch_up(&store).await;
+        // A commit after the merge: the writer lets go of what the index now holds.
+        duplicates(&store, &["f"]).await;
+        assert_eq!(duplicates(&store, &["c", "d", "e"]).await, vec![true; 3]);
+    })
+    .await;
+}
+
 /// A store upgraded from a version without the index, or one whose index was deleted, may hold
 /// more identities than memory should: the index catches up before the store opens.
 #[tokio::test(flavor = "multi_thread")]

@@ -98,9 +98,13 @@ pub(super) fn stored_webhooks(
     conn: &Connection,
     query: &ReplayQuery,
 ) -> rusqlite::Result<Vec<StoredWebhook>> {
+    // From `since` on, only webhooks from the first id stored with a time that late are read
+    // (see `webhook_minutes` in sqlite.rs); none at all when no webhook was.
     let mut webhooks_stmt = conn.prepare_cached(
         "SELECT id, received_at, headers, body, body_encoding FROM webhooks
-         WHERE source = ?1 AND (?2 IS NULL OR received_at >= ?2) AND (?3 IS NULL OR received_at < ?3)
+         WHERE id >= CASE WHEN ?2 IS NULL THEN 0
+                     ELSE (SELECT MIN(first_id) FROM webhook_minutes WHERE minute >= ?2 / 60000) END
+           AND source = ?1 AND (?2 IS NULL OR received_at >= ?2) AND (?3 IS NULL OR received_at < ?3)
          ORDER BY received_at, id",
     )?;
     let rows =
@@ -231,6 +235,30 @@ pub(super) const PRUNE: [&str; 3] = [
 /// Where retention's next step starts: the first webhook from `?1` on.
 pub(super) const NEXT_TO_PRUNE: &str =
     "SELECT id, received_at FROM webhooks WHERE id >= ?1 ORDER BY id LIMIT 1";
+
+/// Keeps `webhook_minutes` as small as the webhooks left need, after retention deleted some.
+/// Rows whose first id is below the oldest webhook left give way to one row, at the latest of
+/// their minutes, pointing at that webhook: any webhook left that was received in one of their
+/// minutes is still found from there (its id is at least the oldest's).
+pub(super) fn fold_minutes(conn: &Connection) -> rusqlite::Result<()> {
+    let oldest: Option<i64> = conn.query_row("SELECT MIN(id) FROM webhooks", [], |r| r.get(0))?;
+    let Some(oldest) = oldest else {
+        return Ok(());
+    };
+    let latest: Option<i64> = conn.query_row(
+        "SELECT MAX(minute) FROM webhook_minutes WHERE first_id < ?1",
+        [oldest],
+        |r| r.get(0),
+    )?;
+    if let Some(minute) = latest {
+        conn.execute("DELETE FROM webhook_minutes WHERE first_id < ?1", [oldest])?;
+        conn.execute(
+            "INSERT OR REPLACE INTO webhook_minutes (minute, first_id) VALUES (?1, ?2)",
+            [minute, oldest],
+        )?;
+    }
+    Ok(())
+}
 
 /// One step of retention: what is done among webhooks with ids in `from..from + PRUNE_WINDOW`
 /// and everything hanging off them, older than `before_ms`. Returns where the next step starts,
