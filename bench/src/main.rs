@@ -186,6 +186,11 @@ async fn helper(mode: &str) -> (Child, String) {
 async fn start_bridge(o: &Options, sink: &str) -> (Child, String, Duration) {
     if !o.keep_store {
         let _ = std::fs::remove_dir_all(&o.store_dir);
+        // Freeing the last run's store (hundreds of MB) is written out by the file system's
+        // next journal commit; on a disk mounted with `discard` (this project's machine) it
+        // also trims every freed block, and the disk stalled 70-200 ms while it did, a second
+        // or two into the run. `sync` waits for that before anything is measured.
+        let _ = std::process::Command::new("sync").status();
     }
     std::fs::create_dir_all(&o.store_dir).expect("store dir");
     let store = o
