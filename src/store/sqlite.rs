@@ -139,8 +139,8 @@ INSERT INTO store_meta (key, value) VALUES ('prunes', '0');
 /// v7: two fewer pages written by every small commit (each table or index an accept touches
 /// costs a WAL page per commit; at 2,000 webhooks/s these two were 1.8 of 9.1).
 /// - `provider_events` drops `AUTOINCREMENT`, whose `sqlite_sequence` row was rewritten by
-///   every accept. The writer hands out ids itself, above any it has used (`Identities`), so
-///   ids still never repeat while it runs; after a restart, a store whose newest rows retention
+///   every accept. The writer keeps new ids above any it has used (`Identities`), so ids
+///   still never repeat while it runs; after a restart, a store whose newest rows retention
 ///   deleted has a dedupe index ahead of it, which is rebuilt.
 /// - `webhooks_received` gives way to `webhook_minutes`: per minute of `received_at`, the first
 ///   webhook id stored with a time in it, written once a minute. Ids grow as webhooks are stored,
@@ -638,8 +638,11 @@ fn accept(
     )?
     .execute(params![webhook.received_at_ms, webhook_id])?;
     let mut insert_event = conn.prepare_cached(
+        // Above the newest row (as SQLite would number it, so a second process writing to the
+        // store takes no id twice) and above every id this store has given out.
         "INSERT INTO provider_events (id, source, event_id, event_type, webhook_id, status, detail, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (max(?1, COALESCE((SELECT MAX(id) FROM provider_events), 0) + 1),
+                 ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     let mut insert_outbox = conn.prepare_cached(ops::INSERT_OUTBOX)?;
     let (owner, until_ms) = webhook.lease_columns();
@@ -654,9 +657,8 @@ fn accept(
             *duplicate = true;
             continue;
         }
-        let id = writing.identities.new_id();
         insert_event.execute(params![
-            id,
+            writing.identities.lowest_new_id(),
             webhook.source,
             event.event_id,
             event.event_type,
@@ -665,7 +667,9 @@ fn accept(
             event.detail,
             webhook.received_at_ms
         ])?;
-        writing.identities.add(&webhook.source, &event.event_id, id);
+        writing
+            .identities
+            .add(&webhook.source, &event.event_id, conn.last_insert_rowid());
         for out in &event.outbox {
             insert_outbox.execute(params![
                 webhook.source,

@@ -160,10 +160,11 @@ pub(super) struct Identities {
     trimmed_through: i64,
     thread: mpsc::Sender<Message>,
     catching_up: bool,
-    /// The id the next `provider_events` row gets. Handed out here rather than by SQLite,
-    /// which would reuse the ids of the newest rows once retention deleted them: the index,
-    /// which takes every row after `through` to be new to it, would then never see those.
-    next_id: Cell<i64>,
+    /// The lowest id a new `provider_events` row may take: above every id this store held when
+    /// it opened or has given out since. SQLite alone would give the ids of the newest rows
+    /// again once retention deleted them, and the index, which takes every row after
+    /// `through` to be new to it, would never see those.
+    lowest_new_id: Cell<i64>,
 }
 
 impl Identities {
@@ -235,7 +236,7 @@ impl Identities {
             thread: tx,
             catching_up: false,
             // The index never reaches past the store it was checked against.
-            next_id: Cell::new(last_id.max(through_now) + 1),
+            lowest_new_id: Cell::new(last_id.max(through_now) + 1),
         };
         Ok((identities, handle))
     }
@@ -274,18 +275,17 @@ impl Identities {
         Ok(None)
     }
 
-    /// The id for a new `provider_events` row: above every id this store has handed out since
-    /// it opened, and every id it held then. One taken by a transaction that rolls back is
-    /// skipped, not reused.
-    pub(super) fn new_id(&self) -> i64 {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        id
+    /// The lowest id the next `provider_events` row may take (see `lowest_new_id`).
+    pub(super) fn lowest_new_id(&self) -> i64 {
+        self.lowest_new_id.get()
     }
 
-    /// Records a row the open transaction added to `provider_events`.
+    /// Records a row the open transaction added to `provider_events`. Its id is not given
+    /// again, even if the transaction rolls back.
     pub(super) fn add(&self, source: &str, event_id: &str, id: i64) {
         self.staged.borrow_mut().insert(key(source, event_id), id);
+        self.lowest_new_id
+            .set(self.lowest_new_id.get().max(id.saturating_add(1)));
     }
 
     /// The open transaction committed: what it added is seen from now on.
