@@ -142,10 +142,10 @@ INSERT INTO store_meta (key, value) VALUES ('prunes', '0');
 ///   every accept. The writer keeps new ids above any it has used (`Identities`), so ids
 ///   still never repeat while it runs; after a restart, a store whose newest rows retention
 ///   deleted has a dedupe index ahead of it, which is rebuilt.
-/// - `webhooks_received` gives way to `webhook_minutes`: per minute of `received_at`, the first
-///   webhook id stored with a time in it, written once a minute. Ids grow as webhooks are stored,
-///   so every webhook received in minute M or later has an id at least the smallest `first_id`
-///   from M on: replay by time reads the webhooks from there.
+/// - `webhooks_received` gives way to `webhook_minutes`: per minute of `received_at`, the
+///   smallest id of a webhook stored with a time in it, written once a minute. So every
+///   webhook received in minute M or later has an id at least the smallest `first_id` from M
+///   on, and replay by time reads the webhooks from there.
 const SCHEMA_V7: &str = "
 CREATE TABLE provider_events_v7 (
     id          INTEGER PRIMARY KEY,
@@ -633,8 +633,12 @@ fn accept(
     ])?;
     let webhook_id = conn.last_insert_rowid();
     // Writes a page only for the first webhook of a minute; replay by time starts from here.
+    // Ids only grow while webhooks are kept, but SQLite gives a deleted newest id again once
+    // retention emptied the table, hence the smaller of the two.
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO webhook_minutes (minute, first_id) VALUES (?1 / 60000, ?2)",
+        "INSERT INTO webhook_minutes (minute, first_id) VALUES (?1 / 60000, ?2)
+         ON CONFLICT (minute) DO UPDATE SET first_id = excluded.first_id
+         WHERE excluded.first_id < first_id",
     )?
     .execute(params![webhook.received_at_ms, webhook_id])?;
     let mut insert_event = conn.prepare_cached(

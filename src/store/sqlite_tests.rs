@@ -191,7 +191,7 @@ async fn retention_reads_its_window_and_never_a_whole_table() {
     }
 }
 
-/// Stores a webhook of `source` with one provider event, `event_id`, that has nothing to
+/// Stores a webhook of source `s` with one provider event, `event_id`, that has nothing to
 /// deliver: `status` says how mapping went.
 async fn accept_one(
     store: &SqliteStore,
@@ -303,6 +303,20 @@ async fn replay_by_time_finds_what_retention_kept() {
         minutes, 2,
         "minutes 0, 1 and 3 folded into one; minute 5 left"
     );
+}
+
+/// Once retention has emptied the store, SQLite numbers webhooks from 1 again; one received in
+/// a minute that already has a starting point is still found.
+#[tokio::test]
+async fn replay_by_time_finds_webhooks_numbered_again_after_retention_emptied_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+    accept_one(&store, "minute_1", 70_000, "ignored").await;
+    accept_one(&store, "minute_5", 300_000, "ignored").await;
+    let report = store.prune(305_000).await.unwrap();
+    assert_eq!(report.webhooks, 2, "the store is empty");
+    accept_one(&store, "minute_5_again", 310_000, "ignored").await;
+    assert_eq!(replayed(&store, Some(300_000), None).await, vec![310_000]);
 }
 
 /// Stores one webhook carrying `n` events to deliver, received at 1000 ms.
