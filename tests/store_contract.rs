@@ -394,7 +394,8 @@ async fn bodies_come_back_byte_for_byte_compressed_or_not(store: Arc<dyn Store>)
     );
     // An xorshift sequence: no run for LZ4 to find.
     let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-    let noise: Vec<u8> = (0..4096)
+    // 64 KB: past a database page, so PostgreSQL keeps it out of line.
+    let noise: Vec<u8> = (0..65_536)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
