@@ -202,11 +202,11 @@ fn dead_letter(r: &tokio_postgres::Row) -> DeadLetter {
 
 /// An accept in one statement (one round trip, committed on its own): the provider events new
 /// to the store ($6..$9, each id once), the webhook's raw body ($5, encoded as $16) only if one
-/// of them is new (a redelivered body is not kept), and the outbox events of the new ones ($10..$13, each naming
-/// its provider event). The webhook id is drawn first because its events point at it; their
-/// foreign key is checked at the end of the statement, when the webhook row exists. Returns a
-/// row per new provider event (`NULL`, event id) and per outbox event (id, event id, rule,
-/// insert id).
+/// of them is new (a redelivered body is not kept), and the outbox events of the new ones
+/// ($10..$13, each naming its provider event). The webhook id is drawn first because its events
+/// point at it; their foreign key is checked at the end of the statement, when the webhook row
+/// exists. Returns a row per new provider event (`NULL`, event id) and per outbox event (id,
+/// event id, rule, insert id).
 const ACCEPT: &str = "
 WITH webhook AS (SELECT nextval('webhooks_id_seq') AS id),
 new_events AS (

@@ -98,8 +98,8 @@ pub(super) fn stored_webhooks(
     conn: &Connection,
     query: &ReplayQuery,
 ) -> rusqlite::Result<Vec<StoredWebhook>> {
-    // From `since` on, only webhooks from the first id stored with a time that late are read
-    // (see `webhook_minutes` in sqlite.rs); none at all when no webhook was.
+    // With `since`, reading starts at the smallest id of a webhook received in its minute or
+    // later (see `webhook_minutes` in sqlite.rs); nothing is read when there is none.
     let mut webhooks_stmt = conn.prepare_cached(
         "SELECT id, received_at, headers, body, body_encoding FROM webhooks
          WHERE id >= CASE WHEN ?2 IS NULL THEN 0
