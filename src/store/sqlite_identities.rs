@@ -8,17 +8,17 @@
 //!
 //! - in memory, every identity committed since the index last caught up (`recent`);
 //! - the index: a SQLite file of its own beside the store (`<store>.dedupe`), which a thread
-//!   brings up to date in large sorted batches every `MERGE_EVERY`, and never syncs.
+//!   brings up to date every `MERGE_EVERY`, appending each batch as a sorted run
+//!   (`sqlite_dedupe_runs.rs`), and syncs in small steps.
 //!
 //! The index is derived data. It records how far into `provider_events` it reaches in the same
 //! transaction as the identities, so after a crash the writer loads everything past that point
-//! back into memory. Unsynced writes survive a crash of the process (they are in the operating
-//! system's cache), not a crash of the machine: an index written before the machine last
-//! started (its boot id) is rebuilt, as is one that is missing, unreadable, from another store,
-//! or written against a later state of the store (a restored backup: it reaches past the
-//! store's last row, or reflects retention the store has not seen). Where there is no boot id
-//! to compare (not Linux) the index is synced as SQLite's WAL mode with `synchronous=NORMAL`
-//! does, which keeps it consistent through a power loss. A row the lookup names is confirmed against the store
+//! back into memory. In WAL mode with `synchronous=NORMAL` a power loss can take its last
+//! commits, never its consistency, and its progress goes back with them. An index written
+//! before the machine last started (its boot id, where there is one) is rebuilt all the same,
+//! as is one that is missing, unreadable, from another store, or written against a later state
+//! of the store (a restored backup: it reaches past the store's last row, or reflects
+//! retention the store has not seen). A row the lookup names is confirmed against the store
 //! before it counts: an identity retention has pruned, whose entry the index may still hold,
 //! never turns away a webhook.
 
@@ -28,50 +28,59 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
+use super::sqlite_dedupe_runs::{FIND, RUNS_SCHEMA, append_run, drop_runs, merge_runs};
 
 /// Identities in memory that wake the index's thread before its timer does; at start-up, an
 /// index this far behind the store catches up before the store opens.
 const MERGE_AT: usize = 65_536;
-/// How often the index catches up when fewer identities arrived. Larger batches visit each
-/// index page once for more identities; memory and the reload after a crash grow with it.
+/// How often the index catches up when fewer identities arrived. Each catch-up adds a run,
+/// which lookups probe until it is merged; memory and the reload after a crash grow with it.
 const MERGE_EVERY: Duration = Duration::from_secs(10);
 /// Identities copied into the index per transaction.
 const MERGE_BATCH: i64 = 65_536;
+/// Identities copied per transaction when the index catches up before the store opens (16 bytes
+/// each in memory while sorted, 16 MB for a full batch): a rebuild then writes a run or a few,
+/// where batches of `MERGE_BATCH` wrote many, all to be merged again.
+const CATCH_UP_BATCH: i64 = 1 << 20;
 
-/// Bytes per index page, for indexes created from now on: a batch writes every page it touches,
-/// and its identities are scattered, so small pages write the fewest bytes.
+/// Bytes per index page, for indexes created from now on: a lookup reads one leaf per run,
+/// scattered, so small pages read the fewest bytes.
 const INDEX_PAGE_SIZE: i64 = 1024;
 
 /// Page cache of each connection to the index, in KB (SQLite's default is 2,000).
 const INDEX_CACHE_KB: i64 = 1024;
 
-/// The index's layout (`PRAGMA user_version`); an index of another layout is rebuilt.
-const INDEX_VERSION: i64 = 2;
+/// WAL pages of the index after which its connection checkpoints (and, synced, flushes): small,
+/// so that no flush of the index is large enough to hold up the store's.
+const INDEX_CHECKPOINT_PAGES: i64 = 256;
 
-/// `seen` keeps a hash of each identity (`hash`), 16 bytes an entry where the strings took ~45;
-/// an identity is found by its hash and then confirmed against the store, so two that share a
-/// hash are told apart there (hence `id` in the key). `progress` says which store the index
-/// belongs to, how far into its `provider_events` it reaches, the boot it was written in, and
-/// how many of the store's prunes its contents may reflect (`pruned`, the store's count when
-/// it forgot identities or copied from the store): a store that has seen fewer is older than
-/// the index, which may lack identities that store still holds.
-const INDEX_SCHEMA: &str = "
-CREATE TABLE seen (
-    hash INTEGER NOT NULL,
-    id   INTEGER NOT NULL,
-    PRIMARY KEY (hash, id)
-) WITHOUT ROWID;
+/// How long the index's thread rests between the transactions of a merge of runs.
+const RUN_MERGE_PACE: Duration = Duration::from_millis(10);
+
+/// The index's layout (`PRAGMA user_version`); an index of another layout is rebuilt.
+const INDEX_VERSION: i64 = 3;
+
+/// `seen` (`sqlite_dedupe_runs.rs`) keeps a hash of each identity, 16 bytes an entry where the
+/// strings took ~45; an identity is found by its hash and then confirmed against the store, so
+/// two that share a hash are told apart there (hence `id` in the key). `progress` says which
+/// store the index belongs to, how far into its `provider_events` it reaches, the boot it was
+/// written in, how many of the store's prunes its contents may reflect (`pruned`, the store's
+/// count when it left out pruned identities or copied from the store: a store that has seen
+/// fewer is older than the index, which may lack identities that store still holds), and the
+/// number the next run takes.
+const PROGRESS_SCHEMA: &str = "
 CREATE TABLE progress (
-    store   TEXT NOT NULL,
-    through INTEGER NOT NULL,
-    boot    TEXT NOT NULL,
-    pruned  INTEGER NOT NULL
+    store    TEXT NOT NULL,
+    through  INTEGER NOT NULL,
+    boot     TEXT NOT NULL,
+    pruned   INTEGER NOT NULL,
+    next_run INTEGER NOT NULL
 );";
 
 /// Where the index of the store at `store` lives.
@@ -79,20 +88,6 @@ pub(super) fn index_path(store: &Path) -> PathBuf {
     let mut path = store.as_os_str().to_owned();
     path.push(".dedupe");
     path.into()
-}
-
-/// A provider event retention deleted from the store: its index entry can go.
-pub(super) struct Forgotten {
-    pub source: String,
-    pub event_id: String,
-    pub id: i64,
-}
-
-/// What one retention commit deleted from `provider_events`, with the store's count of such
-/// commits (`prunes`) after it.
-pub(super) struct Pruned {
-    pub prunes: i64,
-    pub gone: Vec<Forgotten>,
 }
 
 /// How many commits have deleted identities from the store at `conn`.
@@ -118,32 +113,24 @@ struct StoreNow<'a> {
     prunes: i64,
 }
 
-enum Message {
-    CatchUp,
-    Forget(Pruned),
-}
+/// Asks the index's thread to catch up now; with a line to say when it has (and merged runs).
+struct CatchUp(Option<mpsc::Sender<()>>);
 
-/// The store's line to the index's thread.
+/// The store's line to the index's thread, for tests (the writer has its own).
+#[cfg_attr(not(test), allow(dead_code))]
 pub(super) struct IndexThread {
-    messages: mpsc::Sender<Message>,
-    #[cfg_attr(not(test), allow(dead_code))]
+    messages: mpsc::Sender<CatchUp>,
     through: Arc<AtomicI64>,
 }
 
 impl IndexThread {
-    /// Tells the thread what retention deleted; only once the deletes have committed.
-    pub(super) fn forget(&self, pruned: Pruned) {
-        // The thread stops only with the store; stale entries are harmless anyway.
-        let _ = self.messages.send(Message::Forget(pruned));
-    }
-
     /// Has the index catch up with the store's `provider_events` up to `last_id`, and waits.
     #[cfg(test)]
     pub(super) fn catch_up(&self, last_id: i64) {
-        let _ = self.messages.send(Message::CatchUp);
-        while self.through.load(Ordering::Acquire) < last_id {
-            thread::sleep(Duration::from_millis(5));
-        }
+        let (done, wait) = mpsc::channel();
+        let _ = self.messages.send(CatchUp(Some(done)));
+        let _ = wait.recv();
+        assert!(self.through.load(Ordering::Acquire) >= last_id);
     }
 }
 
@@ -158,7 +145,7 @@ pub(super) struct Identities {
     /// How far into `provider_events` the index reaches, as its thread last committed.
     through: Arc<AtomicI64>,
     trimmed_through: i64,
-    thread: mpsc::Sender<Message>,
+    thread: mpsc::Sender<CatchUp>,
     catching_up: bool,
     /// The lowest id a new `provider_events` row may take: above every id this store held when
     /// it opened or has given out since. SQLite alone would give the ids of the newest rows
@@ -199,7 +186,8 @@ impl Identities {
         let behind = last_id - through.load(Ordering::Acquire);
         if behind >= MERGE_AT as i64 {
             tracing::info!(index = %file.display(), identities = behind, "Bringing the dedupe index up to date.");
-            merge_all(&reader, &mut writer, &through)?;
+            // Runs that want merging are merged by the thread, paced, once the store is open.
+            merge_all(&reader, &mut writer, &through, CATCH_UP_BATCH)?;
         }
         let through_now = through.load(Ordering::Acquire);
         let index = Connection::open(&file)?;
@@ -257,7 +245,7 @@ impl Identities {
             Some(&id) => vec![id],
             None => self
                 .index
-                .prepare_cached("SELECT id FROM seen WHERE hash = ?1")?
+                .prepare_cached(FIND)?
                 .query_map([hash(source, event_id)], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?,
         };
@@ -298,7 +286,7 @@ impl Identities {
             self.catching_up = false;
         }
         if self.recent.len() >= MERGE_AT && !self.catching_up {
-            self.catching_up = self.thread.send(Message::CatchUp).is_ok();
+            self.catching_up = self.thread.send(CatchUp(None)).is_ok();
         }
     }
 
@@ -379,13 +367,19 @@ fn open_index(file: &Path, store: &StoreNow<'_>, boot: Option<&str>) -> rusqlite
     let mut conn = Connection::open(file)?;
     conn.pragma_update(None, "page_size", INDEX_PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // Where the machine tells when it restarted, the index is never synced: syncing it made
-    // the store's own syncs wait (stalls of 50-120 ms at nearly every merge once it held some
-    // 400,000 identities). Only a machine restart can then tear it, and an index written before the
-    // last one is rebuilt rather than read. Elsewhere, in WAL mode with NORMAL a power loss
-    // can take its last commits, never its consistency; its progress goes back with them.
-    let sync = if boot.is_some() { "OFF" } else { "NORMAL" };
-    conn.pragma_update(None, "synchronous", sync)?;
+    // Synced at each checkpoint, every few hundred KB: a merge appends, so that is a merge's
+    // worth or a step of merging runs. Left unsynced, the operating system wrote what built up
+    // back in one burst every 30 s, and the store's own syncs waited behind it. In WAL mode
+    // with NORMAL a power loss can take the last commits, never the index's consistency; its
+    // progress goes back with them.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", INDEX_CHECKPOINT_PAGES)?;
+    // A rebuild writes its runs in large transactions; the WAL need not keep their size.
+    conn.pragma_update(
+        None,
+        "journal_size_limit",
+        INDEX_CHECKPOINT_PAGES * INDEX_PAGE_SIZE * 4,
+    )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "cache_size", -INDEX_CACHE_KB)?;
     // Under the write lock, so that two processes opening a new index do not both create it.
@@ -414,10 +408,10 @@ fn check_index(
         // New, and empty: everything the store has is still to be copied in, and nothing it
         // has pruned can be missing.
         conn.execute_batch(&format!(
-            "{INDEX_SCHEMA} PRAGMA user_version = {INDEX_VERSION};"
+            "{RUNS_SCHEMA} {PROGRESS_SCHEMA} PRAGMA user_version = {INDEX_VERSION};"
         ))?;
         conn.execute(
-            "INSERT INTO progress (store, through, boot, pruned) VALUES (?1, 0, ?2, ?3)",
+            "INSERT INTO progress (store, through, boot, pruned, next_run) VALUES (?1, 0, ?2, ?3, 1)",
             params![store.id, boot.unwrap_or_default(), store.prunes],
         )?;
         return Ok(Ok(0));
@@ -461,47 +455,36 @@ pub(super) fn remove_index(file: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The index's thread: forgets what retention deleted and copies new identities in, every
-/// `MERGE_EVERY` or when the writer asks; stops with the store.
+/// The index's thread: copies new identities in, every `MERGE_EVERY` or when the writer asks,
+/// then merges runs that have grown; stops with the store.
 fn keep_up(
     store: Connection,
     mut index: Connection,
     through: Arc<AtomicI64>,
-    messages: mpsc::Receiver<Message>,
+    messages: mpsc::Receiver<CatchUp>,
 ) {
-    let mut next_merge = Instant::now() + MERGE_EVERY;
     loop {
-        let mut gone = Vec::new();
-        let mut prunes = 0;
-        // Retention's messages come a step at a time; merging after each would make batches
-        // small, so merges keep to their timer unless the writer asks.
-        let mut merge_now = false;
-        let wait = next_merge.saturating_duration_since(Instant::now());
-        let first = match messages.recv_timeout(wait) {
-            Ok(message) => Some(message),
+        let first = match messages.recv_timeout(MERGE_EVERY) {
+            Ok(asked) => Some(asked),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        for message in first.into_iter().chain(messages.try_iter()) {
-            match message {
-                Message::Forget(pruned) => {
-                    gone.extend(pruned.gone);
-                    prunes = prunes.max(pruned.prunes);
-                }
-                Message::CatchUp => merge_now = true,
-            }
-        }
-        // Either order of forgetting and merging is right: a merge reads the store as retention
-        // left it, so it never copies in what is forgotten here.
-        if let Err(e) = forget(&mut index, &gone, prunes) {
-            tracing::warn!(error = %e, "The dedupe index could not forget pruned events; they stay as harmless entries.");
-        }
-        if !merge_now && Instant::now() < next_merge {
-            continue;
-        }
-        next_merge = Instant::now() + MERGE_EVERY;
-        if let Err(e) = merge_all(&store, &mut index, &through) {
+        // Asked again while merging: this merge answers those too.
+        let asked: Vec<CatchUp> = first.into_iter().chain(messages.try_iter()).collect();
+        if let Err(e) = merge_all(&store, &mut index, &through, MERGE_BATCH) {
             tracing::warn!(error = %e, "The dedupe index could not catch up; new identities stay in memory until it does.");
+        }
+        if let Err(e) = merge_runs(&store, &mut index, RUN_MERGE_PACE) {
+            tracing::warn!(error = %e, "The dedupe index could not merge its runs; lookups probe more of them until it does.");
+        }
+        // What a merge that failed, or a process that died, left to delete.
+        if let Err(e) = drop_runs(&index, RUN_MERGE_PACE) {
+            tracing::warn!(error = %e, "The dedupe index could not delete the rows of merged runs; they take space, nothing else.");
+        }
+        for CatchUp(done) in asked {
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
         }
     }
 }
@@ -512,24 +495,30 @@ fn merge_all(
     store: &Connection,
     index: &mut Connection,
     through: &AtomicI64,
+    batch: i64,
 ) -> rusqlite::Result<()> {
     loop {
-        let (copied, last) = merge(store, index, through.load(Ordering::Acquire))?;
+        let (copied, last) = merge(store, index, through.load(Ordering::Acquire), batch)?;
         through.store(last, Ordering::Release);
-        if copied < MERGE_BATCH as usize {
+        if copied < batch as usize {
             return Ok(());
         }
     }
 }
 
-/// Copies up to `MERGE_BATCH` identities after `after` into the index, in key order so that
-/// each page is visited once; returns how many and how far the index now reaches.
-fn merge(store: &Connection, index: &mut Connection, after: i64) -> rusqlite::Result<(usize, i64)> {
+/// Copies up to `batch` identities after `after` into the index as a run of their own; returns
+/// how many and how far the index now reaches.
+fn merge(
+    store: &Connection,
+    index: &mut Connection,
+    after: i64,
+    batch: i64,
+) -> rusqlite::Result<(usize, i64)> {
     let mut rows: Vec<(i64, i64)> = store
         .prepare_cached(
             "SELECT source, event_id, id FROM provider_events WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?
-        .query_map(params![after, MERGE_BATCH], |r| {
+        .query_map(params![after, batch], |r| {
             Ok((
                 hash(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?),
                 r.get(2)?,
@@ -545,40 +534,11 @@ fn merge(store: &Connection, index: &mut Connection, after: i64) -> rusqlite::Re
     let prunes = store_prunes(store)?;
     rows.sort_unstable();
     let tx = index.transaction()?;
-    {
-        // An entry already there (hash and id) is this one.
-        let mut put = tx.prepare_cached("INSERT OR IGNORE INTO seen (hash, id) VALUES (?1, ?2)")?;
-        for (hash, id) in &rows {
-            put.execute([hash, id])?;
-        }
-    }
+    append_run(&tx, &rows)?;
     tx.execute(
         "UPDATE progress SET through = ?1, pruned = max(pruned, ?2)",
         [last, prunes],
     )?;
     tx.commit()?;
     Ok((rows.len(), last))
-}
-
-/// Deletes the entries of `gone`, recording that the index now reflects `prunes` of the store's
-/// prunes.
-fn forget(index: &mut Connection, gone: &[Forgotten], prunes: i64) -> rusqlite::Result<()> {
-    if gone.is_empty() {
-        return Ok(());
-    }
-    let mut entries: Vec<(i64, i64)> = gone
-        .iter()
-        .map(|g| (hash(&g.source, &g.event_id), g.id))
-        .collect();
-    entries.sort_unstable();
-    let tx = index.transaction()?;
-    {
-        // Only the row that was deleted: the same identity accepted again has an entry of its own.
-        let mut delete = tx.prepare_cached("DELETE FROM seen WHERE hash = ?1 AND id = ?2")?;
-        for (hash, id) in &entries {
-            delete.execute([hash, id])?;
-        }
-    }
-    tx.execute("UPDATE progress SET pruned = max(pruned, ?1)", [prunes])?;
-    tx.commit()
 }

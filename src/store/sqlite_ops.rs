@@ -5,7 +5,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::body::StoredBody;
-use super::sqlite_identities::{Forgotten, Identities, Pruned, count_prune};
+use super::sqlite_identities::{Identities, count_prune};
 use super::{
     DeadLetter, DeadSelector, PruneReport, ReplayQuery, ReplayUpdate, StoredEmission, StoredEvent,
     StoredWebhook,
@@ -219,16 +219,15 @@ pub(super) const PRUNE_WINDOW: i64 = 128;
 
 /// Retention's deletes, in order, for webhook ids in `?1..?2` and rows older than `?3`:
 /// finished deliveries (pending and dead events are never pruned); identities (dedupe) once
-/// nothing of them is left to do, mapping failures being kept for replay, returning what the
-/// dedupe index may forget; raw bodies no identity needs.
+/// nothing of them is left to do, mapping failures being kept for replay; raw bodies no
+/// identity needs.
 pub(super) const PRUNE: [&str; 3] = [
     "DELETE FROM outbox WHERE webhook_id >= ?1 AND webhook_id < ?2
      AND state IN ('delivered', 'dry_run', 'dropped') AND updated_at < ?3",
     "DELETE FROM provider_events WHERE webhook_id >= ?1 AND webhook_id < ?2
      AND received_at < ?3 AND status IN ('mapped', 'ignored')
      AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.webhook_id = provider_events.webhook_id
-                     AND o.event_id = provider_events.event_id)
-     RETURNING source, event_id, id",
+                     AND o.event_id = provider_events.event_id)",
     "DELETE FROM webhooks WHERE id >= ?1 AND id < ?2 AND received_at < ?3
      AND NOT EXISTS (SELECT 1 FROM provider_events p WHERE p.webhook_id = webhooks.id)",
 ];
@@ -263,42 +262,30 @@ pub(super) fn fold_minutes(conn: &Connection) -> rusqlite::Result<()> {
 /// One step of retention: what is done among webhooks with ids in `from..from + PRUNE_WINDOW`
 /// and everything hanging off them, older than `before_ms`. Returns where the next step starts,
 /// or `None` once the next webhook is too young to prune (ids grow with arrival time, so every
-/// later one is too), and the provider events deleted, if any (the step then counts as one of
-/// the store's prunes, which the dedupe index compares itself with). Statements reach rows
+/// later one is too). A step that deletes provider events counts as one of the store's prunes,
+/// which the dedupe index compares itself with. Statements reach rows
 /// through the webhook id — the rowid, or an index led by it — so a step reads its window,
 /// never a whole table.
 pub(super) fn prune_step(
     conn: &Connection,
     from: i64,
     before_ms: i64,
-) -> rusqlite::Result<(PruneReport, Option<i64>, Option<Pruned>)> {
+) -> rusqlite::Result<(PruneReport, Option<i64>)> {
     let to = from.saturating_add(PRUNE_WINDOW);
     let [outbox, identities, webhooks] = PRUNE;
     let finished = conn
         .prepare_cached(outbox)?
         .execute(params![from, to, before_ms])?;
-    let gone = conn
+    let identities = conn
         .prepare_cached(identities)?
-        .query_map(params![from, to, before_ms], |r| {
-            Ok(Forgotten {
-                source: r.get(0)?,
-                event_id: r.get(1)?,
-                id: r.get(2)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .execute(params![from, to, before_ms])?;
     let bodies = conn
         .prepare_cached(webhooks)?
         .execute(params![from, to, before_ms])?;
-    let deleted = [finished as u64, gone.len() as u64, bodies as u64];
-    let pruned = if gone.is_empty() {
-        None
-    } else {
-        Some(Pruned {
-            prunes: count_prune(conn)?,
-            gone,
-        })
-    };
+    if identities > 0 {
+        count_prune(conn)?;
+    }
+    let deleted = [finished as u64, identities as u64, bodies as u64];
     let next: Option<(i64, i64)> = conn
         .prepare_cached(NEXT_TO_PRUNE)?
         .query_row(params![to], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -306,6 +293,5 @@ pub(super) fn prune_step(
     Ok((
         PruneReport::deleted(deleted),
         next.filter(|&(_, at)| at < before_ms).map(|(id, _)| id),
-        pruned,
     ))
 }
