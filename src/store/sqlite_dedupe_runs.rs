@@ -6,10 +6,11 @@
 //! leaf, and the operating system wrote the whole file back every 30 s in one burst that held
 //! up the store's own syncs for 70-115 ms, growing with the index. Here each merge adds a run of
 //! its own, numbered above every other, so its rows go at the end of the table; a lookup probes
-//! each run. Runs are merged with the ones before them when they grow as large (see
-//! `runs_to_merge`), so there are at most about log2(identities / batch) of them, and each
-//! identity is rewritten that many times over its life instead of at every merge. Merging runs
-//! writes in small, paced transactions, each synced on its own, so no single flush is large.
+//! each run. A run is merged with the newer ones once they add up to half of it (see
+//! `runs_to_merge`), so there are at most about log2(identities / batch) runs, and each identity
+//! is rewritten about that many times over its life instead of at every merge. Merging runs
+//! writes in small, paced transactions, and the index is synced at each of its checkpoints
+//! (every few hundred KB), so no single flush is large.
 //!
 //! The index need not forget what retention deletes at once (every entry it names is confirmed
 //! against the store): entries for identities older than the store's oldest are left out when
