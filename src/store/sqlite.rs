@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::body::StoredBody;
 use super::sqlite_checkpoint;
-use super::sqlite_identities::{Identities, IndexThread};
+use super::sqlite_identities::Identities;
 use super::sqlite_ops as ops;
 use super::{
     Acceptance, Completion, DeadLetter, DeadSelector, Leased, NewWebhook, PruneReport, QueueStats,
@@ -240,9 +240,6 @@ pub struct SqliteStore {
     /// letters, stored webhooks for replay — so that they never hold up the writer: counting
     /// a backlog of 200,000 events takes ~90 ms.
     reader: std::sync::Arc<std::sync::Mutex<Connection>>,
-    /// Lets tests wait for the dedupe index to catch up.
-    #[cfg_attr(not(test), allow(dead_code))]
-    index: IndexThread,
     /// One process owns a SQLite store, so the shared throttle can live in memory.
     throttled_until: std::sync::atomic::AtomicI64,
 }
@@ -271,7 +268,7 @@ impl SqliteStore {
         let reader = Connection::open(path)?;
         reader.pragma_update(None, "query_only", true)?;
         reader.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
-        let (identities, index) = Identities::open(&conn, path)?;
+        let identities = Identities::open(&conn, path)?;
         sqlite_checkpoint::install(&mut conn, path)?;
         let (jobs, rx) = mpsc::channel(QUEUE);
         thread::Builder::new()
@@ -283,7 +280,6 @@ impl SqliteStore {
             })?;
         Ok(Self {
             jobs,
-            index,
             reader: std::sync::Arc::new(std::sync::Mutex::new(reader)),
             throttled_until: std::sync::atomic::AtomicI64::new(0),
         })

@@ -291,6 +291,7 @@ impl RunCursor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sqlite_identities::PROGRESS_SCHEMA;
     use super::*;
 
     /// An index file with no entries, in WAL mode with 1 KB pages as the store makes it.
@@ -298,9 +299,7 @@ mod tests {
         let conn = Connection::open(dir.join("i.dedupe")).unwrap();
         conn.execute_batch(&format!(
             "PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
-             {RUNS_SCHEMA}
-             CREATE TABLE progress (store TEXT, through INTEGER, boot TEXT, pruned INTEGER,
-                                    next_run INTEGER);
+             {RUNS_SCHEMA} {PROGRESS_SCHEMA}
              INSERT INTO progress VALUES ('s', 0, '', 0, 1);"
         ))
         .unwrap();
@@ -400,8 +399,7 @@ mod tests {
             0,
             "every source's rows deleted"
         );
-        let mut expected = entries(2_001, 13_000);
-        expected.sort_unstable();
+        let expected = entries(2_001, 13_000);
         let kept: Vec<(i64, i64)> = conn
             .prepare("SELECT hash, id FROM seen ORDER BY hash, id")
             .unwrap()

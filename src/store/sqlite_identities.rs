@@ -74,7 +74,7 @@ const INDEX_VERSION: i64 = 3;
 /// count when it left out pruned identities or copied from the store: a store that has seen
 /// fewer is older than the index, which may lack identities that store still holds), and the
 /// number the next run takes.
-const PROGRESS_SCHEMA: &str = "
+pub(super) const PROGRESS_SCHEMA: &str = "
 CREATE TABLE progress (
     store    TEXT NOT NULL,
     through  INTEGER NOT NULL,
@@ -116,24 +116,6 @@ struct StoreNow<'a> {
 /// Asks the index's thread to catch up now; with a line to say when it has (and merged runs).
 struct CatchUp(Option<mpsc::Sender<()>>);
 
-/// The store's line to the index's thread, for tests (the writer has its own).
-#[cfg_attr(not(test), allow(dead_code))]
-pub(super) struct IndexThread {
-    messages: mpsc::Sender<CatchUp>,
-    through: Arc<AtomicI64>,
-}
-
-impl IndexThread {
-    /// Has the index catch up with the store's `provider_events` up to `last_id`, and waits.
-    #[cfg(test)]
-    pub(super) fn catch_up(&self, last_id: i64) {
-        let (done, wait) = mpsc::channel();
-        let _ = self.messages.send(CatchUp(Some(done)));
-        let _ = wait.recv();
-        assert!(self.through.load(Ordering::Acquire) >= last_id);
-    }
-}
-
 /// The lookup, owned by the writer thread.
 pub(super) struct Identities {
     /// Committed identities the index may not hold yet: key → `provider_events.id`.
@@ -157,7 +139,7 @@ pub(super) struct Identities {
 impl Identities {
     /// Opens the index of the store at `path` (rebuilding it when it does not match `main`),
     /// loads what it lacks into memory, and starts the thread that keeps it up to date.
-    pub(super) fn open(main: &Connection, path: &Path) -> Result<(Self, IndexThread), StoreError> {
+    pub(super) fn open(main: &Connection, path: &Path) -> Result<Self, StoreError> {
         let store_id: String = main.query_row(
             "SELECT value FROM store_meta WHERE key = 'store_id'",
             [],
@@ -211,11 +193,7 @@ impl Identities {
             .name("sqlite-dedupe".into())
             .spawn(move || keep_up(reader, writer, progress, rx))
             .map_err(|source| StoreError::Io { path: file, source })?;
-        let handle = IndexThread {
-            messages: tx.clone(),
-            through: through.clone(),
-        };
-        let identities = Self {
+        Ok(Self {
             recent,
             staged: RefCell::default(),
             index,
@@ -225,8 +203,17 @@ impl Identities {
             catching_up: false,
             // The index never reaches past the store it was checked against.
             lowest_new_id: Cell::new(last_id.max(through_now) + 1),
-        };
-        Ok((identities, handle))
+        })
+    }
+
+    /// Has the index's thread catch up with every committed identity and merge its runs, waits
+    /// for it, and returns how far the index then reaches. Blocks the calling (writer) thread.
+    #[cfg(test)]
+    pub(super) fn catch_up(&self) -> i64 {
+        let (done, wait) = mpsc::channel();
+        let _ = self.thread.send(CatchUp(Some(done)));
+        let _ = wait.recv();
+        self.through.load(Ordering::Acquire)
     }
 
     /// The `provider_events` row of `source`/`event_id`, if the store (as `conn` sees it, the
