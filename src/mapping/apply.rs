@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::expr::{Expr, Part, Scope, Var};
+use super::expr::{Expr, Part, Scope, Sums, Var};
 use super::model::{Field, Rule, Source};
 use super::transform;
 use crate::greenflash::{Event, Influence, ValueType};
@@ -175,6 +175,7 @@ impl Source {
             .into_iter()
             .enumerate()
             .map(|(index, doc)| {
+                let sums = Sums::default();
                 let bare = Scope {
                     doc,
                     headers,
@@ -182,6 +183,7 @@ impl Source {
                     event_id: "",
                     event_type: "",
                     rule: "",
+                    sums: &sums,
                 };
                 let text = |expr: &Expr| expr.eval(&bare).and_then(transform::into_text);
                 let id = text(&self.event_id).ok_or_else(|| IdentifyError::NoEventId {
@@ -193,7 +195,7 @@ impl Source {
                         index,
                         path: describe(&self.event_type),
                     })?;
-                Ok(self.map_one(doc, headers, id, event_type, options))
+                Ok(self.map_one(doc, &sums, headers, id, event_type, options))
             })
             .collect()
     }
@@ -201,6 +203,7 @@ impl Source {
     fn map_one(
         &self,
         doc: &Value,
+        sums: &Sums,
         headers: &Headers,
         id: String,
         event_type: String,
@@ -223,8 +226,9 @@ impl Source {
                 event_id: &out.id,
                 event_type: &out.event_type,
                 rule: &rule.name,
+                sums,
             };
-            match rule_matches(rule, &scope) {
+            match rule_matches(rule, &scope, options.explain) {
                 Ok(()) if rule.drop => {
                     out.dropped_by = Some(rule.name.clone());
                     if options.explain {
@@ -257,6 +261,7 @@ impl Source {
                 event_id: &out.id,
                 event_type: &out.event_type,
                 rule: &rule.name,
+                sums,
             };
             let mut notes = Vec::new();
             let built = self.build(rule, &scope, options, options.explain.then_some(&mut notes));
@@ -365,7 +370,7 @@ impl Source {
         };
         let insert_id = match text(get(Field::InsertId)) {
             Some(id) => id,
-            None => format!("{}:{}:{}", scope.source, scope.event_id, scope.rule),
+            None => [scope.source, ":", scope.event_id, ":", scope.rule].concat(),
         };
         let mut properties = Map::new();
         for (name, expr) in self
@@ -410,10 +415,11 @@ impl Source {
     }
 }
 
-/// Why a rule did not match. Most rules of a catalog miss most events on their `on` list, so
-/// that reason is written out only when asked for (`map --explain`).
+/// Why a rule did not match. Most rules of a catalog miss most events, so a reason is written
+/// out only when asked for (`map --explain`).
 enum Unmatched {
     EventType,
+    /// Why a condition failed; empty unless explaining.
     Condition(String),
 }
 
@@ -426,12 +432,15 @@ impl Unmatched {
     }
 }
 
-fn rule_matches(rule: &Rule, scope: &Scope<'_>) -> Result<(), Unmatched> {
+fn rule_matches(rule: &Rule, scope: &Scope<'_>, explain: bool) -> Result<(), Unmatched> {
     if !rule.on.iter().any(|p| p.matches(scope.event_type)) {
         return Err(Unmatched::EventType);
     }
     for condition in &rule.when {
-        condition.check(scope).map_err(Unmatched::Condition)?;
+        let mut why = String::new();
+        if !condition.holds(scope, explain.then_some(&mut why)) {
+            return Err(Unmatched::Condition(why));
+        }
     }
     Ok(())
 }
@@ -458,5 +467,88 @@ fn describe(expr: &Expr) -> String {
             })
             .collect(),
         _ => "the configured expression".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::mapping::load_texts;
+
+    const SOURCE: &str = r#"
+[source]
+name = "shop"
+verify = { scheme = "none" }
+split = "$[*]"
+event_id = "$.id"
+event_type = "$.type"
+
+[[rules]]
+name = "big_order"
+on = "order"
+when = [{ value = { sum = "$.items[*]", each = ["$.price", "$.qty"] }, gt = { sum = "$.items[*]", each = ["$.qty"] } }]
+event_type = "big_order"
+value = { money = { sum = "$.items[*]", each = ["$.price", "$.qty"] }, currency = "$.currency" }
+value_type = "currency"
+product_id = "7f3c2a10-5b8e-4d6f-9a1b-2c3d4e5f6a7b"
+properties.units = { sum = "$.items[*]", each = ["$.qty"] }
+properties.prices = { sum = "$.items[*].price" }
+
+[[rules]]
+name = "units"
+on = "order"
+event_type = "units"
+value = { sum = "$.items[*]", each = ["$.qty"], to = "string" }
+value_type = "numeric"
+product_id = "7f3c2a10-5b8e-4d6f-9a1b-2c3d4e5f6a7b"
+"#;
+
+    fn map(body: &Value) -> Vec<(String, String, Option<Value>)> {
+        let loaded = load_texts(&[(PathBuf::from("shop.toml"), SOURCE.to_string())])
+            .unwrap_or_else(|d| panic!("{d:?}"));
+        let source = loaded.catalog.get("shop").expect("shop");
+        let events = source
+            .apply(body, &Headers::new(), &Options::default())
+            .expect("identified");
+        events
+            .iter()
+            .flat_map(|e| &e.emitted)
+            .map(|e| {
+                (
+                    e.rule.clone(),
+                    e.event.value.clone(),
+                    e.event.properties.clone().map(Value::Object),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_sum_keeps_its_own_total_and_each_event_its_own_sums() {
+        // `sum`s are worked out once per event and shared by the rules that write them alike;
+        // sums written differently, and the events of one split body, must not share.
+        let body = json!([
+            { "id": "a", "type": "order", "currency": "usd",
+              "items": [{ "price": 1000, "qty": 3 }, { "price": 2000, "qty": 2 }] },
+            { "id": "b", "type": "order", "currency": "usd",
+              "items": [{ "price": 1, "qty": 4 }] },
+        ]);
+        assert_eq!(
+            map(&body),
+            vec![
+                (
+                    "big_order".to_string(),
+                    "70.00".to_string(),
+                    Some(json!({ "prices": 3000, "units": 5 }))
+                ),
+                ("units".to_string(), "5".to_string(), None),
+                // 1 × 4 is not more than 4 units, so only the second rule matches.
+                ("units".to_string(), "4".to_string(), None),
+            ]
+        );
     }
 }

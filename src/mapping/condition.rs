@@ -51,22 +51,34 @@ impl Condition {
         }
     }
 
-    /// `Ok` when every test holds, else why the first failing test failed. The reason is only
-    /// written out for a failing test, never on the way to a match.
-    pub fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+    /// Whether every test holds. When one fails and `why` is given, the reason is written
+    /// there. Most rules of a catalog fail a condition on most events, so the reason is only
+    /// formatted when asked for (`map --explain`): formatting it was 14 % of the instructions
+    /// spent mapping a Stripe `customer.subscription.updated`.
+    pub fn holds(&self, scope: &Scope<'_>, why: Option<&mut String>) -> bool {
         let actual = self.subject.eval(scope);
+        let mut reason = String::new();
         for test in &self.tests {
-            test.check(actual.as_ref(), scope)
-                .map_err(|why| format!("{}: {why}", self.subject_text))?;
+            if !test.holds(actual.as_ref(), scope, why.is_some().then_some(&mut reason)) {
+                if let Some(why) = why {
+                    *why = format!("{}: {reason}", self.subject_text);
+                }
+                return false;
+            }
         }
-        Ok(())
+        true
     }
 }
 
 impl Test {
-    fn check(&self, actual: Option<&Value>, scope: &Scope<'_>) -> Result<(), String> {
+    fn holds(&self, actual: Option<&Value>, scope: &Scope<'_>, why: Option<&mut String>) -> bool {
         let shown = || display(actual);
-        let verdict = |ok: bool, why: &dyn Fn() -> String| if ok { Ok(()) } else { Err(why()) };
+        let verdict = |ok: bool, reason: &dyn Fn() -> String| {
+            if let (false, Some(why)) = (ok, why) {
+                *why = reason();
+            }
+            ok
+        };
         match self {
             Self::Exists(true) => verdict(actual.is_some(), &|| "is absent".into()),
             Self::Exists(false) => {
@@ -101,11 +113,13 @@ impl Test {
                     actual.and_then(transform::as_number),
                     other.as_ref().and_then(transform::as_number),
                 ) else {
-                    return Err(format!(
-                        "cannot compare {} with {} as numbers",
-                        shown(),
-                        display(other.as_ref())
-                    ));
+                    return verdict(false, &|| {
+                        format!(
+                            "cannot compare {} with {} as numbers",
+                            shown(),
+                            display(other.as_ref())
+                        )
+                    });
                 };
                 let (ok, op) = match self {
                     Self::Gt(_) => (a > b, ">"),

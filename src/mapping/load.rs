@@ -146,6 +146,7 @@ pub fn load_texts(files: &[(PathBuf, String)]) -> Result<Loaded, Vec<Diagnostic>
         let mut loader = Loader {
             text: SourceText { path, text },
             diagnostics: Vec::new(),
+            sum_slots: HashMap::new(),
         };
         if let Some(found) = loader.file() {
             sources.push((found.0, found.1, text));
@@ -213,6 +214,8 @@ type Val<'i> = Spanned<DeValue<'i>>;
 struct Loader<'a> {
     text: SourceText<'a>,
     diagnostics: Vec<Diagnostic>,
+    /// The memo slot of each distinct `sum` in the file, by what it adds up (see `Sums`).
+    sum_slots: HashMap<String, usize>,
 }
 
 impl<'a> Loader<'a> {
@@ -900,7 +903,15 @@ impl<'a> Loader<'a> {
                         each.push(self.path(p, item.span())?);
                     }
                 }
-                Expr::Sum { over, each }
+                // Sums written alike read the same values, so they share a slot.
+                let key = std::iter::once(&over)
+                    .chain(&each)
+                    .map(JsonPath::as_str)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let next = self.sum_slots.len();
+                let slot = *self.sum_slots.entry(key).or_insert(next);
+                Expr::Sum { over, each, slot }
             }
             _ => return None,
         };

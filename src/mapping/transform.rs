@@ -10,11 +10,18 @@ use crate::units::TimeFormat;
 
 /// The ISO 4217 minor-unit exponent of `currency` (any case). Currencies not listed use 2.
 pub fn currency_exponent(currency: &str) -> u32 {
-    match currency.to_ascii_uppercase().as_str() {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        "CLF" | "UYW" => 4,
+    // Upper-cased on the stack: codes are three letters, and anything else uses 2 anyway.
+    let mut code = [0u8; 3];
+    if currency.len() == code.len() {
+        for (upper, byte) in code.iter_mut().zip(currency.bytes()) {
+            *upper = byte.to_ascii_uppercase();
+        }
+    }
+    match &code {
+        b"BIF" | b"CLP" | b"DJF" | b"GNF" | b"ISK" | b"JPY" | b"KMF" | b"KRW" | b"PYG" | b"RWF"
+        | b"UGX" | b"UYI" | b"VND" | b"VUV" | b"XAF" | b"XOF" | b"XPF" => 0,
+        b"BHD" | b"IQD" | b"JOD" | b"KWD" | b"LYD" | b"OMR" | b"TND" => 3,
+        b"CLF" | b"UYW" => 4,
         _ => 2,
     }
 }
@@ -23,16 +30,27 @@ pub fn currency_exponent(currency: &str) -> u32 {
 /// "3000", KWD 6000 → "6.000". Integer arithmetic only, so no float rounding creeps in.
 pub fn money(amount: &Value, currency: &str) -> Option<String> {
     let minor = as_integer(amount)?;
-    let exponent = currency_exponent(currency);
+    let exponent = currency_exponent(currency) as usize;
     let digits = minor.unsigned_abs().to_string();
-    let sign = if minor < 0 { "-" } else { "" };
-    if exponent == 0 {
-        return Some(format!("{sign}{digits}"));
+    // Written piece by piece rather than with `format!` padding: every currency event of every
+    // webhook comes through here.
+    let mut out = String::with_capacity(digits.len() + exponent + 3);
+    if minor < 0 {
+        out.push('-');
     }
-    let width = exponent as usize + 1;
-    let padded = format!("{digits:0>width$}");
-    let (units, fraction) = padded.split_at(padded.len() - exponent as usize);
-    Some(format!("{sign}{units}.{fraction}"))
+    if exponent == 0 {
+        out.push_str(&digits);
+        return Some(out);
+    }
+    let point = digits.len().saturating_sub(exponent);
+    out.push_str(if point == 0 { "0" } else { &digits[..point] });
+    out.push('.');
+    out.extend(std::iter::repeat_n(
+        '0',
+        exponent.saturating_sub(digits.len()),
+    ));
+    out.push_str(&digits[point..]);
+    Some(out)
 }
 
 /// The integer in a JSON number or numeric string (`2000`, `"2000"`, `2000.0`).
@@ -132,6 +150,14 @@ mod tests {
         assert_eq!(money(&json!(-1500), "usd").as_deref(), Some("-15.00"));
         assert_eq!(money(&json!("999"), "gbp").as_deref(), Some("9.99"));
         assert_eq!(money(&json!("abc"), "usd"), None);
+        // Fewer digits than the exponent, zero, and a negative below one unit.
+        assert_eq!(money(&json!(5), "kwd").as_deref(), Some("0.005"));
+        assert_eq!(money(&json!(0), "KWD").as_deref(), Some("0.000"));
+        assert_eq!(money(&json!(0), "jpy").as_deref(), Some("0"));
+        assert_eq!(money(&json!(-5), "usd").as_deref(), Some("-0.05"));
+        assert_eq!(money(&json!(123456), "CLF").as_deref(), Some("12.3456"));
+        // Not a three-letter code: the default exponent.
+        assert_eq!(money(&json!(2000), "jpyx").as_deref(), Some("20.00"));
     }
 
     #[test]
