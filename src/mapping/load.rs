@@ -214,8 +214,8 @@ type Val<'i> = Spanned<DeValue<'i>>;
 struct Loader<'a> {
     text: SourceText<'a>,
     diagnostics: Vec<Diagnostic>,
-    /// The memo slot of each distinct `sum` in the file, by what it adds up (see `Sums`).
-    sum_slots: HashMap<String, usize>,
+    /// The memo slot of each distinct `sum` in the file, by the text of its paths (see `Sums`).
+    sum_slots: HashMap<Vec<String>, usize>,
 }
 
 impl<'a> Loader<'a> {
@@ -906,9 +906,8 @@ impl<'a> Loader<'a> {
                 // Sums written alike read the same values, so they share a slot.
                 let key = std::iter::once(&over)
                     .chain(&each)
-                    .map(JsonPath::as_str)
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                    .map(|path| path.as_str().to_string())
+                    .collect();
                 let next = self.sum_slots.len();
                 let slot = *self.sum_slots.entry(key).or_insert(next);
                 Expr::Sum { over, each, slot }
