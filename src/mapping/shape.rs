@@ -29,6 +29,9 @@ pub struct Shape {
     whole: bool,
     /// Members of an object to keep, each with its own shape.
     members: BTreeMap<String, Shape>,
+    /// The lengths of the keys in `members`, one bit each (`length_bit`). Most keys of a
+    /// provider's object are not members; this turns them away without comparing strings.
+    member_lengths: u64,
     /// Elements of an array to keep (all of them, so that negative indexes still count from
     /// the end), each with this shape.
     items: Option<Box<Shape>>,
@@ -64,7 +67,10 @@ impl Shape {
         let mut node = self;
         for step in steps {
             node = match step {
-                Step::Key(key) => node.members.entry(key.clone()).or_default(),
+                Step::Key(key) => {
+                    node.member_lengths |= length_bit(key);
+                    node.members.entry(key.clone()).or_default()
+                }
                 Step::Index(_) => node.items.get_or_insert_with(Box::default),
             };
         }
@@ -73,6 +79,7 @@ impl Shape {
 
     fn merge(&mut self, other: Shape) {
         self.whole |= other.whole;
+        self.member_lengths |= other.member_lengths;
         for (key, shape) in other.members {
             self.members.entry(key).or_default().merge(shape);
         }
@@ -95,6 +102,11 @@ impl Shape {
         deserializer.end()?;
         Ok(value)
     }
+}
+
+/// A key's bit in `Shape::member_lengths`: bit n for n bytes, bit 63 for 63 or more.
+fn length_bit(key: &str) -> u64 {
+    1 << key.len().min(63)
 }
 
 /// A value parsed to a shape.
@@ -145,7 +157,10 @@ impl<'de> Visitor<'de> for Pruned<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         while let Some(Key(key)) = access.next_key()? {
-            match self.0.members.get(key.as_ref()) {
+            let member = (self.0.member_lengths & length_bit(&key) != 0)
+                .then(|| self.0.members.get(key.as_ref()))
+                .flatten();
+            match member {
                 Some(shape) => {
                     let value = access.next_value_seed(Pruned(shape))?;
                     map.insert(key.into_owned(), value);
@@ -205,6 +220,20 @@ mod tests {
             shape.read(&JsonPath::parse(p).unwrap());
         }
         shape
+    }
+
+    #[test]
+    fn keys_of_a_members_length_and_long_keys_are_told_apart() {
+        // Keys are screened by length before they are compared: keys as long as a member's,
+        // and keys of 63 bytes or more (which share one length bit), must still be compared.
+        let long = "k".repeat(70);
+        let other_long = "j".repeat(64);
+        let body = format!(r#"{{"ab":1,"cd":2,"{long}":3,"{other_long}":4,"abc":5}}"#);
+        let shape = reading(&["$.ab", &format!("$['{long}']")]);
+        assert_eq!(
+            shape.parse(body.as_bytes()).unwrap(),
+            json!({"ab": 1, long: 3})
+        );
     }
 
     #[test]
