@@ -7,7 +7,7 @@ mod support;
 use std::path::PathBuf;
 
 use greenflash_bridge::inbound::Headers;
-use greenflash_bridge::mapping::{Options, Source, load_dir, load_texts};
+use greenflash_bridge::mapping::{Loaded, Options, Source, load_dir, load_texts};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::{PRODUCT_ID, repo_path};
@@ -173,6 +173,9 @@ fn expression() -> impl Strategy<Value = String> {
         (path(), path()).prop_map(|(a, b)| format!("{{ first = [{a:?}, {b:?}] }}")),
         path().prop_map(|p| format!("{{ template = \"t-{{{p}}}\" }}")),
         (path(), path()).prop_map(|(a, b)| format!("{{ sum = {a:?}, each = [{b:?}] }}")),
+        (path(), path(), path())
+            .prop_map(|(a, b, c)| format!("{{ sum = {a:?}, each = [{b:?}, {c:?}] }}")),
+        path().prop_map(|a| format!("{{ sum = {a:?} }}")),
         path().prop_map(|p| format!("{{ path = {p:?}, time = \"iso8601\" }}")),
     ]
 }
@@ -202,6 +205,44 @@ fn mapping_file() -> impl Strategy<Value = String> {
     })
 }
 
+/// A path through wildcards, the kind a `sum` adds up over.
+fn wild_path() -> impl Strategy<Value = String> {
+    let step = prop_oneof![
+        3 => Just(".a"),
+        2 => Just(".c"),
+        3 => Just("[*]"),
+        1 => Just("[0]"),
+    ];
+    prop::collection::vec(step, 1..4).prop_map(|steps| format!("${}", steps.concat()))
+}
+
+/// Rules that only add up: sums through wildcards, with zero to two `each` paths, beside plain
+/// paths that read some of the same members directly.
+fn summing_file() -> impl Strategy<Value = String> {
+    let sum = (wild_path(), prop::collection::vec(wild_path(), 0..3)).prop_map(|(over, each)| {
+        let each: Vec<String> = each.iter().map(|p| format!("{p:?}")).collect();
+        format!("{{ sum = {over:?}, each = [{}] }}", each.join(", "))
+    });
+    (prop::collection::vec(sum, 1..4), wild_path()).prop_map(|(sums, plain)| {
+        let mut text = String::from("[source]\nname = \"random\"\n");
+        text.push_str("verify = { scheme = \"none\" }\n");
+        text.push_str("event_id = \"$.b\"\nevent_type = \"$.b\"\n");
+        text.push_str("\n[[rules]]\nname = \"sums\"\non = \"*\"\nevent_type = \"e\"\n");
+        text.push_str("value = \"1\"\nvalue_type = \"numeric\"\n");
+        for (i, sum) in sums.iter().enumerate() {
+            text.push_str(&format!("properties.s{i} = {sum}\n"));
+        }
+        text.push_str(&format!("properties.plain = {plain:?}\n"));
+        text
+    })
+}
+
+fn assert_same_random_mapping(loaded: &Loaded, file: &str, doc: &Value) {
+    let source = loaded.catalog.get("random").expect("the generated source");
+    let body = serde_json::to_vec(doc).unwrap();
+    assert_same_mapping(source, &body, &format!("{file}\n{doc}"));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -213,9 +254,17 @@ proptest! {
         let loaded = load_texts(&[(PathBuf::from("random.toml"), file.clone())]);
         // A generated file the loader refuses (a path it does not accept, say) proves nothing.
         prop_assume!(loaded.is_ok());
-        let loaded = loaded.unwrap();
-        let source = loaded.catalog.get("random").expect("the generated source");
-        let body = serde_json::to_vec(&doc).unwrap();
-        assert_same_mapping(source, &body, &format!("{file}\n{doc}"));
+        assert_same_random_mapping(&loaded.unwrap(), &file, &doc);
+    }
+
+    #[test]
+    fn random_sums_map_random_documents_as_from_the_whole_document(
+        file in summing_file(),
+        doc in document(),
+    ) {
+        let loaded = load_texts(&[(PathBuf::from("random.toml"), file.clone())]);
+        // A generated file the loader refuses (a path it does not accept, say) proves nothing.
+        prop_assume!(loaded.is_ok());
+        assert_same_random_mapping(&loaded.unwrap(), &file, &doc);
     }
 }

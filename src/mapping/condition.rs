@@ -5,7 +5,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::expr::{Expr, Scope};
-use super::path::JsonPath;
+use super::shape::Shape;
 use super::transform;
 
 #[derive(Debug, Clone)]
@@ -32,9 +32,9 @@ pub struct Condition {
 }
 
 impl Condition {
-    /// Every JSONPath the condition reads the document with.
-    pub fn paths<'e>(&'e self, out: &mut Vec<&'e JsonPath>) {
-        self.subject.paths(out);
+    /// Adds to `shape` the parts of a document the condition reads.
+    pub fn read(&self, shape: &mut Shape) {
+        self.subject.read(shape);
         for test in &self.tests {
             match test {
                 Test::Equals(e)
@@ -42,9 +42,9 @@ impl Condition {
                 | Test::Gt(e)
                 | Test::Gte(e)
                 | Test::Lt(e)
-                | Test::Lte(e) => e.paths(out),
+                | Test::Lte(e) => e.read(shape),
                 Test::In(options) | Test::NotIn(options) => {
-                    options.iter().for_each(|e| e.paths(out))
+                    options.iter().for_each(|e| e.read(shape))
                 }
                 Test::Exists(_) | Test::Matches(_) => {}
             }

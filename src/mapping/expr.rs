@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::path::JsonPath;
+use super::shape::Shape;
 use super::transform;
 use crate::inbound::Headers;
 use crate::units::TimeFormat;
@@ -138,25 +139,36 @@ pub enum Expr {
 }
 
 impl Expr {
-    /// Every JSONPath the expression reads the document with. A `sum`'s `each` paths are left
-    /// out: they read inside what `over` selects, which is read whole.
-    pub fn paths<'e>(&'e self, out: &mut Vec<&'e JsonPath>) {
+    /// Adds to `shape` the parts of a document the expression reads.
+    pub fn read(&self, shape: &mut Shape) {
         match self {
             Self::Literal(_) | Self::Header(_) => {}
-            Self::Path(p) | Self::Sum { over: p, .. } => out.push(p),
-            Self::Template(parts) => out.extend(parts.iter().filter_map(|part| match part {
-                Part::Path(p) => Some(p),
-                Part::Text(_) | Part::Var(_) => None,
-            })),
-            Self::First(options) => options.iter().for_each(|e| e.paths(out)),
+            Self::Path(p) => shape.read(p),
+            Self::Sum { over, each, .. } => {
+                // The elements are read only where `each` points, or whole when they are the
+                // factors themselves: a subscription's items are much more than their prices.
+                let mut element = if each.is_empty() {
+                    Shape::whole()
+                } else {
+                    Shape::default()
+                };
+                each.iter().for_each(|p| element.read(p));
+                shape.read_each(over, element);
+            }
+            Self::Template(parts) => parts.iter().for_each(|part| {
+                if let Part::Path(p) = part {
+                    shape.read(p);
+                }
+            }),
+            Self::First(options) => options.iter().for_each(|e| e.read(shape)),
             Self::Money { amount, currency } => {
-                amount.paths(out);
-                currency.paths(out);
+                amount.read(shape);
+                currency.read(shape);
             }
             Self::Convert { input, default, .. } => {
-                input.paths(out);
+                input.read(shape);
                 if let Some(default) = default {
-                    default.paths(out);
+                    default.read(shape);
                 }
             }
         }

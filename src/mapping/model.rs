@@ -94,9 +94,9 @@ impl Fields {
         self.values[field as usize] = Some(expr);
     }
 
-    fn paths<'e>(&'e self, out: &mut Vec<&'e JsonPath>) {
-        self.values.iter().flatten().for_each(|e| e.paths(out));
-        self.properties.iter().for_each(|(_, e)| e.paths(out));
+    fn read(&self, shape: &mut Shape) {
+        self.values.iter().flatten().for_each(|e| e.read(shape));
+        self.properties.iter().for_each(|(_, e)| e.read(shape));
     }
 }
 
@@ -163,27 +163,27 @@ pub struct Source {
 impl Source {
     /// The parts of a body that the source's expressions read.
     pub(super) fn reads(&self) -> Shape {
-        let mut paths = Vec::new();
-        self.event_id.paths(&mut paths);
-        self.event_type.paths(&mut paths);
-        if let Some(e) = &self.occurred_at {
-            e.paths(&mut paths);
-        }
-        self.defaults.paths(&mut paths);
-        for rule in &self.rules {
-            rule.when.iter().for_each(|c| c.paths(&mut paths));
-            rule.fields.paths(&mut paths);
-        }
         let mut event = Shape::default();
-        paths.into_iter().for_each(|p| event.read(p));
-        match &self.split {
+        self.event_id.read(&mut event);
+        self.event_type.read(&mut event);
+        if let Some(e) = &self.occurred_at {
+            e.read(&mut event);
+        }
+        self.defaults.read(&mut event);
+        for rule in &self.rules {
+            rule.when.iter().for_each(|c| c.read(&mut event));
+            rule.fields.read(&mut event);
+        }
+        let mut body = match &self.split {
             None => event,
             Some(split) => {
                 let mut body = Shape::default();
                 body.read_under(split, event);
                 body
             }
-        }
+        };
+        body.settle();
+        body
     }
 
     /// Whether every rule that emits can get a productId without `GREENFLASH_PRODUCT_ID`.

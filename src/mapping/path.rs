@@ -97,6 +97,16 @@ impl JsonPath {
         }
     }
 
+    /// The steps of a path of names, indexes and wildcards (`None` for a wildcard); `None` for
+    /// any other path.
+    pub(super) fn wild_steps(&self) -> Option<Vec<Option<Step>>> {
+        match &self.kind {
+            Kind::Plain(steps) => Some(steps.iter().cloned().map(Some).collect()),
+            Kind::Wild(steps) => Some(steps.iter().map(WildStep::plain).collect()),
+            Kind::Query(_) => None,
+        }
+    }
+
     /// The first value the path selects, if any.
     pub fn first<'v>(&self, doc: &'v Value) -> Option<&'v Value> {
         match &self.kind {

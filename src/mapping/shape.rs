@@ -10,7 +10,9 @@
 //! kept whole, and every value a path only *steps through* keeps the members and elements the
 //! next steps can reach. Anything else a path could step into (a scalar, an object where an
 //! index comes next) yields nothing either way, so it becomes `null`. A path that is not plain
-//! (wildcards, filters, descendants) keeps everything from its last plain step down.
+//! (wildcards, filters, descendants) keeps everything from its last plain step down, except the
+//! `over` path of a `sum`: through its wildcards every element and member is kept, each with
+//! only what the sum's `each` paths read in it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -35,6 +37,9 @@ pub struct Shape {
     /// Elements of an array to keep (all of them, so that negative indexes still count from
     /// the end), each with this shape.
     items: Option<Box<Shape>>,
+    /// What a wildcard reads: every element of an array and every member of an object, each
+    /// with this shape. `settle` merges it into `members` and `items`, which parsing reads.
+    every: Option<Box<Shape>>,
 }
 
 impl Shape {
@@ -63,6 +68,40 @@ impl Shape {
         }
     }
 
+    /// Adds what a `sum` reads: `element` at every value `path` selects, through its
+    /// wildcards. A path that is not names, indexes and wildcards keeps its selection whole.
+    pub fn read_each(&mut self, path: &JsonPath, element: Shape) {
+        let Some(steps) = path.wild_steps() else {
+            self.read(path);
+            return;
+        };
+        let mut node = self;
+        for step in &steps {
+            node = match step {
+                Some(step) => node.at(std::slice::from_ref(step)),
+                None => node.every.get_or_insert_with(Box::default),
+            };
+        }
+        node.merge(element);
+    }
+
+    /// Makes what wildcards read part of each member and element, where parsing looks for it.
+    /// Called once the shape is complete.
+    pub fn settle(&mut self) {
+        if let Some(every) = &mut self.every {
+            every.settle();
+            let every = every.as_ref().clone();
+            for member in self.members.values_mut() {
+                member.merge(every.clone());
+            }
+            self.items.get_or_insert_with(Box::default).merge(every);
+        }
+        self.members.values_mut().for_each(Shape::settle);
+        if let Some(items) = &mut self.items {
+            items.settle();
+        }
+    }
+
     fn at(&mut self, steps: &[Step]) -> &mut Shape {
         let mut node = self;
         for step in steps {
@@ -85,6 +124,9 @@ impl Shape {
         }
         if let Some(items) = other.items {
             self.items.get_or_insert_with(Box::default).merge(*items);
+        }
+        if let Some(every) = other.every {
+            self.every.get_or_insert_with(Box::default).merge(*every);
         }
     }
 
@@ -159,7 +201,8 @@ impl<'de> Visitor<'de> for Pruned<'_> {
         while let Some(Key(key)) = access.next_key()? {
             let member = (self.0.member_lengths & length_bit(&key) != 0)
                 .then(|| self.0.members.get(key.as_ref()))
-                .flatten();
+                .flatten()
+                .or(self.0.every.as_deref());
             match member {
                 Some(shape) => {
                     let value = access.next_value_seed(Pruned(shape))?;
@@ -220,6 +263,36 @@ mod tests {
             shape.read(&JsonPath::parse(p).unwrap());
         }
         shape
+    }
+
+    #[test]
+    fn a_sum_keeps_only_what_each_reads_of_every_element() {
+        let body = br#"{"items":{"data":[
+                {"id":"si_1","price":{"id":"p1","unit_amount":1000,"product":"prod"},"quantity":3},
+                {"id":"si_2","price":{"id":"p2","unit_amount":2000},"quantity":2}]},
+            "plans":{"a":{"amount":5,"name":"A"},"b":{"amount":7,"name":"B"}},
+            "other":1}"#;
+        let mut shape = Shape::default();
+        let mut element = Shape::default();
+        element.read(&JsonPath::parse("$.price.unit_amount").unwrap());
+        element.read(&JsonPath::parse("$.quantity").unwrap());
+        shape.read_each(&JsonPath::parse("$.items.data[*]").unwrap(), element);
+        // Through an object's members too, and merged with what a plain path reads there.
+        let mut amount = Shape::default();
+        amount.read(&JsonPath::parse("$.amount").unwrap());
+        shape.read_each(&JsonPath::parse("$.plans.*").unwrap(), amount);
+        shape.read(&JsonPath::parse("$.plans.b.name").unwrap());
+        shape.settle();
+        assert_eq!(
+            shape.parse(body).unwrap(),
+            json!({
+                "items": {"data": [
+                    {"price": {"unit_amount": 1000}, "quantity": 3},
+                    {"price": {"unit_amount": 2000}, "quantity": 2},
+                ]},
+                "plans": {"a": {"amount": 5}, "b": {"amount": 7, "name": "B"}},
+            })
+        );
     }
 
     #[test]
