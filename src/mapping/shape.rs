@@ -59,12 +59,10 @@ impl Shape {
     /// Adds `inner` at the value `path` selects: for a split path, whose selection is the
     /// document the rules then read. A split path that is not plain keeps its selection whole.
     pub fn read_under(&mut self, path: &JsonPath, inner: Shape) {
-        let prefix = path.plain_prefix();
-        let node = self.at(&prefix);
         if path.is_plain() {
-            node.merge(inner);
+            self.read_each(path, inner);
         } else {
-            node.whole = true;
+            self.read(path);
         }
     }
 
