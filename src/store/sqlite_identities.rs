@@ -169,7 +169,7 @@ impl Identities {
         if behind >= MERGE_AT as i64 {
             tracing::info!(index = %file.display(), identities = behind, "Bringing the dedupe index up to date.");
             // Runs that want merging are merged by the thread, paced, once the store is open.
-            merge_all(&reader, &mut writer, &through, CATCH_UP_BATCH)?;
+            copy_all(&reader, &mut writer, &through, CATCH_UP_BATCH)?;
         }
         let through_now = through.load(Ordering::Acquire);
         let index = Connection::open(&file)?;
@@ -458,7 +458,7 @@ fn keep_up(
         };
         // Asked again while merging: this merge answers those too.
         let asked: Vec<CatchUp> = first.into_iter().chain(messages.try_iter()).collect();
-        if let Err(e) = merge_all(&store, &mut index, &through, MERGE_BATCH) {
+        if let Err(e) = copy_all(&store, &mut index, &through, MERGE_BATCH) {
             tracing::warn!(error = %e, "The dedupe index could not catch up; new identities stay in memory until it does.");
         }
         if let Err(e) = merge_runs(&store, &mut index, RUN_MERGE_PACE) {
@@ -476,16 +476,17 @@ fn keep_up(
     }
 }
 
-/// Merges batch after batch until the index has every identity the store has, moving
-/// `through` after each so that the writer can let go of what is merged.
-fn merge_all(
+/// Copies batch after batch until the index has every identity the store has, moving
+/// `through` after each so that the writer can let go of what is copied. (Merging the runs
+/// these batches become is `sqlite_dedupe_runs::merge_runs`.)
+fn copy_all(
     store: &Connection,
     index: &mut Connection,
     through: &AtomicI64,
     batch: i64,
 ) -> rusqlite::Result<()> {
     loop {
-        let (copied, last) = merge(store, index, through.load(Ordering::Acquire), batch)?;
+        let (copied, last) = copy_batch(store, index, through.load(Ordering::Acquire), batch)?;
         through.store(last, Ordering::Release);
         if copied < batch as usize {
             return Ok(());
@@ -495,7 +496,7 @@ fn merge_all(
 
 /// Copies up to `batch` identities after `after` into the index as a run of their own; returns
 /// how many and how far the index now reaches.
-fn merge(
+fn copy_batch(
     store: &Connection,
     index: &mut Connection,
     after: i64,
