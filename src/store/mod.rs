@@ -13,6 +13,7 @@ mod body;
 mod postgres;
 mod sqlite;
 mod sqlite_checkpoint;
+mod sqlite_dedupe_filter;
 mod sqlite_dedupe_runs;
 mod sqlite_identities;
 mod sqlite_ops;

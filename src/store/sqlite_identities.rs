@@ -9,7 +9,8 @@
 //! - in memory, every identity committed since the index last caught up (`recent`);
 //! - the index: a SQLite file of its own beside the store (`<store>.dedupe`), which a thread
 //!   brings up to date every `MERGE_EVERY`, appending each batch as a sorted run
-//!   (`sqlite_dedupe_runs.rs`), and syncs in small steps.
+//!   (`sqlite_dedupe_runs.rs`), and syncs in small steps. An identity the filter in memory
+//!   (`sqlite_dedupe_filter.rs`) says the index cannot hold is not looked up there.
 //!
 //! The index is derived data. It records how far into `provider_events` it reaches in the same
 //! transaction as the identities, so after a crash the writer loads everything past that point
@@ -34,6 +35,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
+use super::sqlite_dedupe_filter::{Bloom, IndexFilter};
 use super::sqlite_dedupe_runs::{FIND, RUNS_SCHEMA, append_run, drop_runs, merge_runs};
 
 /// Identities in memory that wake the index's thread before its timer does; at start-up, an
@@ -124,6 +126,8 @@ pub(super) struct Identities {
     staged: RefCell<HashMap<String, i64>>,
     /// Reads the index; its thread writes through a connection of its own.
     index: Connection,
+    /// Which hashes the index may hold, as its thread last published.
+    filter: IndexFilter,
     /// How far into `provider_events` the index reaches, as its thread last committed.
     through: Arc<AtomicI64>,
     trimmed_through: i64,
@@ -169,7 +173,7 @@ impl Identities {
         if behind >= MERGE_AT as i64 {
             tracing::info!(index = %file.display(), identities = behind, "Bringing the dedupe index up to date.");
             // Runs that want merging are merged by the thread, paced, once the store is open.
-            copy_all(&reader, &mut writer, &through, CATCH_UP_BATCH)?;
+            copy_all(&reader, &mut writer, &through, CATCH_UP_BATCH, None)?;
         }
         let through_now = through.load(Ordering::Acquire);
         let index = Connection::open(&file)?;
@@ -189,14 +193,17 @@ impl Identities {
             .collect::<rusqlite::Result<HashMap<String, i64>>>()?;
         let (tx, rx) = mpsc::channel();
         let progress = through.clone();
+        let filter = IndexFilter::default();
+        let filling = filter.clone();
         thread::Builder::new()
             .name("sqlite-dedupe".into())
-            .spawn(move || keep_up(reader, writer, progress, rx))
+            .spawn(move || keep_up(reader, writer, progress, filling, rx))
             .map_err(|source| StoreError::Io { path: file, source })?;
         Ok(Self {
             recent,
             staged: RefCell::default(),
             index,
+            filter,
             through,
             trimmed_through: through_now,
             thread: tx,
@@ -216,6 +223,12 @@ impl Identities {
         self.through.load(Ordering::Acquire)
     }
 
+    /// How many entries the filter in use is sized for; `None` before the first is built.
+    #[cfg(test)]
+    pub(super) fn filter_capacity(&self) -> Option<usize> {
+        self.filter.current().map(|bloom| bloom.capacity())
+    }
+
     /// The `provider_events` row of `source`/`event_id`, if the store (as `conn` sees it, the
     /// open transaction included) has one.
     pub(super) fn find(
@@ -230,11 +243,17 @@ impl Identities {
         }
         let named: Vec<i64> = match self.recent.get(&key) {
             Some(&id) => vec![id],
-            None => self
-                .index
-                .prepare_cached(FIND)?
-                .query_map([hash(source, event_id)], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?,
+            None => {
+                let hash = hash(source, event_id);
+                if self.filter.may_hold(hash) {
+                    self.index
+                        .prepare_cached(FIND)?
+                        .query_map([hash], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?
+                } else {
+                    Vec::new()
+                }
+            }
         };
         let mut confirm = conn.prepare_cached(
             "SELECT id FROM provider_events WHERE id = ?1 AND source = ?2 AND event_id = ?3",
@@ -442,14 +461,17 @@ pub(super) fn remove_index(file: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The index's thread: copies new identities in, every `MERGE_EVERY` or when the writer asks,
-/// then merges runs that have grown; stops with the store.
+/// The index's thread: builds the filter of what the index holds, then copies new identities
+/// in, every `MERGE_EVERY` or when the writer asks, merges runs that have grown, and rebuilds
+/// the filter once it is full; stops with the store.
 fn keep_up(
     store: Connection,
     mut index: Connection,
     through: Arc<AtomicI64>,
+    filter: IndexFilter,
     messages: mpsc::Receiver<CatchUp>,
 ) {
+    let mut bloom = rebuild_filter(&filter, &mut index);
     loop {
         let first = match messages.recv_timeout(MERGE_EVERY) {
             Ok(asked) => Some(asked),
@@ -458,8 +480,11 @@ fn keep_up(
         };
         // Asked again while merging: this merge answers those too.
         let asked: Vec<CatchUp> = first.into_iter().chain(messages.try_iter()).collect();
-        if let Err(e) = copy_all(&store, &mut index, &through, MERGE_BATCH) {
+        if let Err(e) = copy_all(&store, &mut index, &through, MERGE_BATCH, bloom.as_deref()) {
             tracing::warn!(error = %e, "The dedupe index could not catch up; new identities stay in memory until it does.");
+        }
+        if bloom.as_ref().is_none_or(|bloom| bloom.is_full()) {
+            bloom = rebuild_filter(&filter, &mut index);
         }
         if let Err(e) = merge_runs(&store, &mut index, RUN_MERGE_PACE) {
             tracing::warn!(error = %e, "The dedupe index could not merge its runs; lookups probe more of them until it does.");
@@ -476,17 +501,31 @@ fn keep_up(
     }
 }
 
-/// Copies batch after batch until the index has every identity the store has, moving
-/// `through` after each so that the writer can let go of what is copied. (Merging the runs
-/// these batches become is `sqlite_dedupe_runs::merge_runs`.)
+/// Builds the filter from the index and puts it in use; `None` (lookups ask the index) if the
+/// index cannot be read.
+fn rebuild_filter(filter: &IndexFilter, index: &mut Connection) -> Option<Arc<Bloom>> {
+    match filter.rebuild(index) {
+        Ok(bloom) => Some(bloom),
+        Err(e) => {
+            tracing::warn!(error = %e, "The dedupe index could not be summed up in memory; every lookup reads it until it can.");
+            None
+        }
+    }
+}
+
+/// Copies batch after batch until the index has every identity the store has, adding each to
+/// `filter` and then moving `through` after each batch, so that the writer can let go of what
+/// is copied. (Merging the runs these batches become is `sqlite_dedupe_runs::merge_runs`.)
 fn copy_all(
     store: &Connection,
     index: &mut Connection,
     through: &AtomicI64,
     batch: i64,
+    filter: Option<&Bloom>,
 ) -> rusqlite::Result<()> {
     loop {
-        let (copied, last) = copy_batch(store, index, through.load(Ordering::Acquire), batch)?;
+        let (copied, last) =
+            copy_batch(store, index, through.load(Ordering::Acquire), batch, filter)?;
         through.store(last, Ordering::Release);
         if copied < batch as usize {
             return Ok(());
@@ -494,13 +533,14 @@ fn copy_all(
     }
 }
 
-/// Copies up to `batch` identities after `after` into the index as a run of their own; returns
-/// how many and how far the index now reaches.
+/// Copies up to `batch` identities after `after` into the index as a run of their own, and into
+/// `filter`; returns how many and how far the index now reaches.
 fn copy_batch(
     store: &Connection,
     index: &mut Connection,
     after: i64,
     batch: i64,
+    filter: Option<&Bloom>,
 ) -> rusqlite::Result<(usize, i64)> {
     let mut rows: Vec<(i64, i64)> = store
         .prepare_cached(
@@ -528,5 +568,10 @@ fn copy_batch(
         [last, prunes],
     )?;
     tx.commit()?;
+    if let Some(filter) = filter {
+        for &(hash, _) in &rows {
+            filter.insert(hash);
+        }
+    }
     Ok((rows.len(), last))
 }

@@ -470,3 +470,62 @@ async fn an_index_of_an_earlier_layout_is_rebuilt() {
     })
     .await;
 }
+
+async fn filter_capacity(store: &SqliteStore) -> Option<usize> {
+    store
+        .call(|writing| Ok(writing.identities.filter_capacity()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn indexed_identities_are_found_through_the_filter_as_it_fills_and_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    store_a_and_b_indexed(&path).await;
+    with_store(&path, |store| async move {
+        // The index's thread builds the filter from the index before it answers a catch-up.
+        catch_up(&store).await;
+        assert_eq!(
+            filter_capacity(&store).await,
+            Some(64),
+            "the least it is sized for in tests"
+        );
+        assert_eq!(
+            duplicates(&store, &["a", "b", "c"]).await,
+            vec![true, true, false]
+        );
+
+        // Fewer than it is sized for: each is added as it is copied into the index. The commit
+        // after a catch-up lets go of what the index holds, so later lookups go through it.
+        let few: Vec<String> = (0..10).map(|i| format!("few{i}")).collect();
+        let few: Vec<&str> = few.iter().map(String::as_str).collect();
+        assert!(duplicates(&store, &few).await.iter().all(|d| !d));
+        catch_up(&store).await;
+        duplicates(&store, &["d"]).await;
+        assert_eq!(filter_capacity(&store).await, Some(64));
+        assert!(
+            duplicates(&store, &few).await.iter().all(|d| *d),
+            "added when copied"
+        );
+
+        // More than it is sized for: rebuilt from the index, larger.
+        let many: Vec<String> = (0..300).map(|i| format!("many{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(duplicates(&store, &many).await.iter().all(|d| !d));
+        catch_up(&store).await;
+        duplicates(&store, &["e"]).await;
+        assert_eq!(
+            filter_capacity(&store).await,
+            Some(1024),
+            "twice the 316 held, rounded up"
+        );
+        assert!(duplicates(&store, &many).await.iter().all(|d| *d));
+        assert!(duplicates(&store, &few).await.iter().all(|d| *d));
+        assert_eq!(
+            duplicates(&store, &["a", "b", "c", "d", "e", "f"]).await,
+            vec![true, true, true, true, true, false]
+        );
+    })
+    .await;
+}
