@@ -237,10 +237,34 @@ fn summing_file() -> impl Strategy<Value = String> {
     })
 }
 
-fn assert_same_random_mapping(loaded: &Loaded, file: &str, doc: &Value) {
+/// Random rules over the events of a body split by a path through wildcards (`$[*]` most
+/// often, the shape providers batch in).
+fn splitting_file() -> impl Strategy<Value = String> {
+    let split = prop_oneof![3 => Just("$[*]".to_string()), 1 => wild_path()];
+    (mapping_file(), split).prop_map(|(file, split)| {
+        file.replacen("[source]\n", &format!("[source]\nsplit = {split:?}\n"), 1)
+    })
+}
+
+/// A batch of documents: an array of them, or an object whose members are.
+fn batch() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => prop::collection::vec(document(), 1..4).prop_map(Value::Array),
+        1 => prop::collection::btree_map(key(), document(), 1..3)
+            .prop_map(|m| json!({ "a": Value::Object(m.into_iter().collect()) })),
+    ]
+}
+
+/// Loads the generated `file` and maps `doc` both ways.
+fn assert_same_random_mapping(file: &str, doc: &Value) -> Result<(), TestCaseError> {
+    let loaded = load_texts(&[(PathBuf::from("random.toml"), file.to_string())]);
+    // A generated file the loader refuses (a path it does not accept, say) proves nothing.
+    prop_assume!(loaded.is_ok());
+    let loaded: Loaded = loaded.unwrap();
     let source = loaded.catalog.get("random").expect("the generated source");
     let body = serde_json::to_vec(doc).unwrap();
     assert_same_mapping(source, &body, &format!("{file}\n{doc}"));
+    Ok(())
 }
 
 proptest! {
@@ -251,10 +275,15 @@ proptest! {
         file in mapping_file(),
         doc in document(),
     ) {
-        let loaded = load_texts(&[(PathBuf::from("random.toml"), file.clone())]);
-        // A generated file the loader refuses (a path it does not accept, say) proves nothing.
-        prop_assume!(loaded.is_ok());
-        assert_same_random_mapping(&loaded.unwrap(), &file, &doc);
+        assert_same_random_mapping(&file, &doc)?;
+    }
+
+    #[test]
+    fn random_splits_map_random_batches_as_from_the_whole_document(
+        file in splitting_file(),
+        doc in batch(),
+    ) {
+        assert_same_random_mapping(&file, &doc)?;
     }
 
     #[test]
@@ -262,9 +291,6 @@ proptest! {
         file in summing_file(),
         doc in document(),
     ) {
-        let loaded = load_texts(&[(PathBuf::from("random.toml"), file.clone())]);
-        // A generated file the loader refuses (a path it does not accept, say) proves nothing.
-        prop_assume!(loaded.is_ok());
-        assert_same_random_mapping(&loaded.unwrap(), &file, &doc);
+        assert_same_random_mapping(&file, &doc)?;
     }
 }

@@ -178,7 +178,7 @@ impl Source {
             None => event,
             Some(split) => {
                 let mut body = Shape::default();
-                body.read_under(split, event);
+                body.read_each(split, event);
                 body
             }
         };

@@ -77,11 +77,6 @@ impl JsonPath {
         &self.text
     }
 
-    /// Whether the path is names and indexes only.
-    pub(super) fn is_plain(&self) -> bool {
-        matches!(self.kind, Kind::Plain(_))
-    }
-
     /// The leading names and indexes of the path: all of it when it is plain.
     pub(super) fn plain_prefix(&self) -> Vec<Step> {
         match &self.kind {

@@ -11,8 +11,8 @@
 //! next steps can reach. Anything else a path could step into (a scalar, an object where an
 //! index comes next) yields nothing either way, so it becomes `null`. A path that is not plain
 //! (wildcards, filters, descendants) keeps everything from its last plain step down, except the
-//! `over` path of a `sum`: through its wildcards every element and member is kept, each with
-//! only what the sum's `each` paths read in it.
+//! `over` path of a `sum` and a `split` path: through their wildcards every element and member
+//! is kept, each with only what the sum's `each` paths, or the split's rules, read in it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -56,18 +56,9 @@ impl Shape {
         self.at(&path.plain_prefix()).whole = true;
     }
 
-    /// Adds `inner` at the value `path` selects: for a split path, whose selection is the
-    /// document the rules then read. A split path that is not plain keeps its selection whole.
-    pub fn read_under(&mut self, path: &JsonPath, inner: Shape) {
-        if path.is_plain() {
-            self.read_each(path, inner);
-        } else {
-            self.read(path);
-        }
-    }
-
-    /// Adds what a `sum` reads: `element` at every value `path` selects, through its
-    /// wildcards. A path that is not names, indexes and wildcards keeps its selection whole.
+    /// Adds what a `sum` reads, or a `split`'s rules: `element` at every value `path` selects,
+    /// through its wildcards (for a split, each value is a document the rules read). A path
+    /// that is not names, indexes and wildcards keeps its selection whole.
     pub fn read_each(&mut self, path: &JsonPath, element: Shape) {
         let Some(steps) = path.wild_steps() else {
             self.read(path);
@@ -357,14 +348,26 @@ mod tests {
     #[test]
     fn split_paths_carry_the_rules_shape() {
         let mut shape = Shape::default();
-        shape.read_under(&JsonPath::parse("$.events").unwrap(), reading(&["$.id"]));
+        shape.read_each(&JsonPath::parse("$.events").unwrap(), reading(&["$.id"]));
         assert_eq!(
             shape.parse(br#"{"events":{"id":1,"x":2},"y":3}"#).unwrap(),
             json!({"events": {"id": 1}})
         );
         let mut wild = Shape::default();
-        wild.read_under(&JsonPath::parse("$[*]").unwrap(), reading(&["$.id"]));
-        assert_eq!(wild, Shape::whole());
+        wild.read_each(&JsonPath::parse("$[*]").unwrap(), reading(&["$.id"]));
+        wild.settle();
+        assert_eq!(
+            wild.parse(br#"[{"id":1,"x":2},{"y":3},{"id":{"z":4}}]"#)
+                .unwrap(),
+            json!([{"id": 1}, {}, {"id": {"z": 4}}])
+        );
+        let mut filtered = Shape::default();
+        filtered.read_each(&JsonPath::parse("$[?@.id]").unwrap(), reading(&["$.id"]));
+        assert_eq!(
+            filtered,
+            Shape::whole(),
+            "a filter keeps what it selects whole"
+        );
     }
 
     #[test]
