@@ -110,10 +110,19 @@ impl IndexFilter {
     /// the index's thread, which alone writes the index, so that no run is appended meanwhile.
     /// On failure no filter is in use (lookups ask the index, as before the first): the one
     /// before would miss the runs appended from now on.
-    pub(super) fn rebuild(&self, index: &mut Connection) -> rusqlite::Result<Arc<Bloom>> {
-        let built = build(index).map(Arc::new);
-        *self.0.lock().unwrap_or_else(|held| held.into_inner()) = built.as_ref().ok().cloned();
-        built
+    pub(super) fn rebuild(&self, index: &mut Connection) -> rusqlite::Result<()> {
+        let built = build(index);
+        let mut in_use = self.0.lock().unwrap_or_else(|held| held.into_inner());
+        match built {
+            Ok(bloom) => {
+                *in_use = Some(Arc::new(bloom));
+                Ok(())
+            }
+            Err(e) => {
+                *in_use = None;
+                Err(e)
+            }
+        }
     }
 }
 

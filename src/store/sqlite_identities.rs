@@ -471,7 +471,7 @@ fn keep_up(
     filter: IndexFilter,
     messages: mpsc::Receiver<CatchUp>,
 ) {
-    let mut bloom = rebuild_filter(&filter, &mut index);
+    rebuild_filter(&filter, &mut index);
     loop {
         let first = match messages.recv_timeout(MERGE_EVERY) {
             Ok(asked) => Some(asked),
@@ -480,11 +480,12 @@ fn keep_up(
         };
         // Asked again while merging: this merge answers those too.
         let asked: Vec<CatchUp> = first.into_iter().chain(messages.try_iter()).collect();
+        let bloom = filter.current();
         if let Err(e) = copy_all(&store, &mut index, &through, MERGE_BATCH, bloom.as_deref()) {
             tracing::warn!(error = %e, "The dedupe index could not catch up; new identities stay in memory until it does.");
         }
-        if bloom.as_ref().is_none_or(|bloom| bloom.is_full()) {
-            bloom = rebuild_filter(&filter, &mut index);
+        if bloom.is_none_or(|bloom| bloom.is_full()) {
+            rebuild_filter(&filter, &mut index);
         }
         if let Err(e) = merge_runs(&store, &mut index, RUN_MERGE_PACE) {
             tracing::warn!(error = %e, "The dedupe index could not merge its runs; lookups probe more of them until it does.");
@@ -501,15 +502,11 @@ fn keep_up(
     }
 }
 
-/// Builds the filter from the index and puts it in use; `None` (lookups ask the index) if the
-/// index cannot be read.
-fn rebuild_filter(filter: &IndexFilter, index: &mut Connection) -> Option<Arc<Bloom>> {
-    match filter.rebuild(index) {
-        Ok(bloom) => Some(bloom),
-        Err(e) => {
-            tracing::warn!(error = %e, "The dedupe index could not be summed up in memory; every lookup reads it until it can.");
-            None
-        }
+/// Builds the filter from the index and puts it in use; if the index cannot be read, none is in
+/// use and lookups ask the index.
+fn rebuild_filter(filter: &IndexFilter, index: &mut Connection) {
+    if let Err(e) = filter.rebuild(index) {
+        tracing::warn!(error = %e, "The dedupe index could not be summed up in memory; every lookup reads it until it can.");
     }
 }
 
