@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, counter, gauge, histogram};
@@ -75,21 +76,28 @@ impl<H> Handles<H> {
     }
 }
 
-/// Increments the counter named and labelled by `parts`, registered by `register` once per
-/// thread.
-fn count(parts: &[&str], register: impl FnOnce() -> Counter) {
+/// Hands `use_` the handle named and labelled by `parts` from this thread's `cache`,
+/// registered by `register` the first time (every time until a recorder is installed).
+fn with_handle<H: 'static>(
+    cache: &'static LocalKey<RefCell<Handles<H>>>,
+    parts: &[&str],
+    register: impl FnOnce() -> H,
+    use_: impl FnOnce(&H),
+) {
     if !RECORDING.load(Ordering::Acquire) {
-        return register().increment(1);
+        return use_(&register());
     }
-    COUNTERS.with_borrow_mut(|handles| handles.with(parts, register, |c| c.increment(1)));
+    cache.with_borrow_mut(|handles| handles.with(parts, register, use_));
 }
 
-/// Records `value` in the histogram named and labelled by `parts` (see [`count`]).
+/// Increments the counter named and labelled by `parts`.
+fn count(parts: &[&str], register: impl FnOnce() -> Counter) {
+    with_handle(&COUNTERS, parts, register, |c| c.increment(1));
+}
+
+/// Records `value` in the histogram named and labelled by `parts`.
 fn record(parts: &[&str], value: f64, register: impl FnOnce() -> Histogram) {
-    if !RECORDING.load(Ordering::Acquire) {
-        return register().record(value);
-    }
-    HISTOGRAMS.with_borrow_mut(|handles| handles.with(parts, register, |h| h.record(value)));
+    with_handle(&HISTOGRAMS, parts, register, |h| h.record(value));
 }
 
 /// The exporter needs periodic upkeep to drain histogram buffers.
