@@ -20,6 +20,12 @@
 //! quadruples it. So it keeps 8-32 bits (1-4 bytes) per identity, and a new identity is a false
 //! hit in 0.02 % of lookups just after a rebuild and 2.4 % when the filter is full (measured on
 //! a million random hashes).
+//!
+//! It grows no larger than 8 MB (`MAX_CAPACITY`, 8 million entries at 8 bits), whatever the
+//! retention keeps: the index stays on disk, and RSS stays bounded. Beyond that it is no longer
+//! rebuilt, which would only scan the whole index again for the same size; it goes on taking
+//! entries, and false hits rise with them (16 % at twice the entries, by the Bloom formula), each
+//! costing one probe of the index, as every lookup did before there was a filter.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +38,8 @@ const BITS_PER_ENTRY: usize = 8;
 const PROBES: u64 = 4;
 /// The fewest entries a filter is sized for.
 const MIN_CAPACITY: usize = if cfg!(test) { 64 } else { 1 << 16 };
+/// The most entries a filter is sized for: 8 MB of bits. A power of two.
+const MAX_CAPACITY: usize = if cfg!(test) { 1 << 11 } else { 1 << 23 };
 
 /// A Bloom filter over the index's 64-bit hashes (a prefix of SHA-256, so already uniform).
 pub(super) struct Bloom {
@@ -43,11 +51,12 @@ pub(super) struct Bloom {
 }
 
 impl Bloom {
-    /// An empty filter for `entries`, with room for at least as many again.
+    /// An empty filter for `entries`, with room for at least as many again, up to
+    /// `MAX_CAPACITY`.
     fn for_entries(entries: usize) -> Self {
         let capacity = entries
             .saturating_mul(2)
-            .max(MIN_CAPACITY)
+            .clamp(MIN_CAPACITY, MAX_CAPACITY)
             .next_power_of_two();
         let bits = capacity * BITS_PER_ENTRY;
         Self {
@@ -85,8 +94,13 @@ impl Bloom {
     }
 
     /// It holds as many entries as it was sized for: false hits grow from here on.
-    pub(super) fn is_full(&self) -> bool {
+    fn is_full(&self) -> bool {
         self.inserted.load(Ordering::Relaxed) > self.capacity
+    }
+
+    /// It is full, and a rebuild would size it larger.
+    pub(super) fn outgrown(&self) -> bool {
+        self.is_full() && self.capacity < MAX_CAPACITY
     }
 }
 
@@ -165,9 +179,9 @@ mod tests {
 
     #[test]
     fn every_inserted_hash_is_held_and_few_others_seem_to_be() {
-        let bloom = Bloom::for_entries(10_000);
+        let bloom = Bloom::for_entries(300);
         assert_eq!(
-            bloom.capacity, 32_768,
+            bloom.capacity, 1_024,
             "twice the entries, to a power of two"
         );
         let inserted = hashes(1, bloom.capacity);
@@ -184,6 +198,27 @@ mod tests {
         assert!(false_hits < 4_000, "{false_hits} false hits in 100,000");
         bloom.insert(0);
         assert!(bloom.is_full());
+        assert!(bloom.outgrown(), "a rebuild would size it larger");
+    }
+
+    #[test]
+    fn a_filter_grows_no_larger_than_its_most_and_is_then_not_outgrown() {
+        let bloom = Bloom::for_entries(MAX_CAPACITY * 3);
+        assert_eq!(bloom.capacity, MAX_CAPACITY);
+        assert_eq!(bloom.bits.len() * 64, MAX_CAPACITY * BITS_PER_ENTRY);
+        let inserted = hashes(4, MAX_CAPACITY * 3);
+        for &hash in &inserted {
+            bloom.insert(hash);
+        }
+        assert!(bloom.is_full());
+        assert!(
+            !bloom.outgrown(),
+            "a rebuild would only scan the index again"
+        );
+        assert!(
+            inserted.iter().all(|&hash| bloom.may_hold(hash)),
+            "past its size it still holds every entry"
+        );
     }
 
     #[test]

@@ -223,10 +223,10 @@ impl Identities {
         self.through.load(Ordering::Acquire)
     }
 
-    /// How many entries the filter in use is sized for; `None` before the first is built.
+    /// The filter in use; `None` before the first is built.
     #[cfg(test)]
-    pub(super) fn filter_capacity(&self) -> Option<usize> {
-        self.filter.current().map(|bloom| bloom.capacity())
+    pub(super) fn filter_in_use(&self) -> Option<Arc<Bloom>> {
+        self.filter.current()
     }
 
     /// The `provider_events` row of `source`/`event_id`, if the store (as `conn` sees it, the
@@ -463,7 +463,7 @@ pub(super) fn remove_index(file: &Path) -> Result<(), StoreError> {
 
 /// The index's thread: builds the filter of what the index holds, then copies new identities
 /// in, every `MERGE_EVERY` or when the writer asks, merges runs that have grown, and rebuilds
-/// the filter once it is full; stops with the store.
+/// the filter, larger, once it is full; stops with the store.
 fn keep_up(
     store: Connection,
     mut index: Connection,
@@ -484,7 +484,7 @@ fn keep_up(
         if let Err(e) = copy_all(&store, &mut index, &through, MERGE_BATCH, bloom.as_deref()) {
             tracing::warn!(error = %e, "The dedupe index could not catch up; new identities stay in memory until it does.");
         }
-        if bloom.is_none_or(|bloom| bloom.is_full()) {
+        if bloom.is_none_or(|bloom| bloom.outgrown()) {
             rebuild_filter(&filter, &mut index);
         }
         if let Err(e) = merge_runs(&store, &mut index, RUN_MERGE_PACE) {

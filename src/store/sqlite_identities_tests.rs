@@ -2,7 +2,10 @@
 //! found wherever they are kept, across restarts, and a lost, foreign or stale index never lets
 //! a redelivery through.
 
+use std::sync::Arc;
+
 use super::super::NewProviderEvent;
+use super::super::sqlite_dedupe_filter::Bloom;
 use super::super::sqlite_identities::{boot_id, index_path, remove_index};
 use super::*;
 
@@ -471,15 +474,41 @@ async fn an_index_of_an_earlier_layout_is_rebuilt() {
     .await;
 }
 
-async fn filter_capacity(store: &SqliteStore) -> Option<usize> {
+async fn filter_in_use(store: &SqliteStore) -> Option<Arc<Bloom>> {
     store
-        .call(|writing| Ok(writing.identities.filter_capacity()))
+        .call(|writing| Ok(writing.identities.filter_in_use()))
         .await
         .unwrap()
 }
 
+async fn filter_capacity(store: &SqliteStore) -> Option<usize> {
+    filter_in_use(store).await.map(|bloom| bloom.capacity())
+}
+
+/// Stores `count` new identities (`prefix0`, `prefix1`, …), copies them into the index, then
+/// commits `then`, which lets go of them in memory: later lookups of them go through the filter.
+async fn store_new_and_index(
+    store: &SqliteStore,
+    prefix: &str,
+    count: usize,
+    then: &str,
+) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+    let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert!(duplicates(store, &ids).await.iter().all(|d| !d), "new");
+    catch_up(store).await;
+    duplicates(store, &[then]).await;
+    names
+}
+
+/// Whether every one of `names` is found as already stored.
+async fn all_held(store: &SqliteStore, names: &[String]) -> bool {
+    let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+    duplicates(store, &ids).await.iter().all(|d| *d)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn indexed_identities_are_found_through_the_filter_as_it_fills_and_grows() {
+async fn indexed_identities_are_found_through_the_filter_as_it_fills_and_grows_to_its_most() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     store_a_and_b_indexed(&path).await;
@@ -496,36 +525,42 @@ async fn indexed_identities_are_found_through_the_filter_as_it_fills_and_grows()
             vec![true, true, false]
         );
 
-        // Fewer than it is sized for: each is added as it is copied into the index. The commit
-        // after a catch-up lets go of what the index holds, so later lookups go through it.
-        let few: Vec<String> = (0..10).map(|i| format!("few{i}")).collect();
-        let few: Vec<&str> = few.iter().map(String::as_str).collect();
-        assert!(duplicates(&store, &few).await.iter().all(|d| !d));
-        catch_up(&store).await;
-        duplicates(&store, &["d"]).await;
+        // Fewer than it is sized for: each is added as it is copied into the index.
+        let few = store_new_and_index(&store, "few", 10, "d").await;
         assert_eq!(filter_capacity(&store).await, Some(64));
-        assert!(
-            duplicates(&store, &few).await.iter().all(|d| *d),
-            "added when copied"
-        );
+        assert!(all_held(&store, &few).await, "added when copied");
 
         // More than it is sized for: rebuilt from the index, larger.
-        let many: Vec<String> = (0..300).map(|i| format!("many{i}")).collect();
-        let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        assert!(duplicates(&store, &many).await.iter().all(|d| !d));
-        catch_up(&store).await;
-        duplicates(&store, &["e"]).await;
+        let many = store_new_and_index(&store, "many", 300, "e").await;
         assert_eq!(
             filter_capacity(&store).await,
             Some(1024),
             "twice the 316 held, rounded up"
         );
-        assert!(duplicates(&store, &many).await.iter().all(|d| *d));
-        assert!(duplicates(&store, &few).await.iter().all(|d| *d));
+        assert!(all_held(&store, &many).await);
+        assert!(all_held(&store, &few).await);
         assert_eq!(
             duplicates(&store, &["a", "b", "c", "d", "e", "f"]).await,
             vec![true, true, true, true, true, false]
         );
+
+        // Past the most a filter is sized for (2,048 in tests): rebuilt once more, to the most.
+        let more = store_new_and_index(&store, "more", 1_800, "g").await;
+        let largest = filter_in_use(&store).await.expect("a filter in use");
+        assert_eq!(
+            largest.capacity(),
+            2048,
+            "the most, not twice the 2,117 held"
+        );
+
+        // Full at the most: it takes the new identities and is not rebuilt again, which would
+        // scan the whole index for a filter of the same size.
+        let beyond = store_new_and_index(&store, "beyond", 2_100, "h").await;
+        let after = filter_in_use(&store).await.expect("a filter in use");
+        assert!(Arc::ptr_eq(&largest, &after), "not rebuilt at its most");
+        assert!(all_held(&store, &beyond).await);
+        assert!(all_held(&store, &more).await);
+        assert_eq!(duplicates(&store, &["i"]).await, vec![false]);
     })
     .await;
 }
