@@ -68,6 +68,52 @@ async fn a_signed_stripe_webhook_is_stored_acknowledged_and_forwarded() {
     );
 }
 
+/// Many webhooks in flight on the same two worker threads: each one's log line carries its own
+/// request id and no other, so an operator can follow one request through the log.
+#[tokio::test]
+async fn concurrent_webhooks_each_log_under_their_own_request_id() {
+    const SENT: usize = 64;
+    let standin = Standin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = Setup::new(dir.path(), &standin).start();
+    let url = bridge.webhook_url("stripe");
+
+    // A client per webhook: a connection each, all in flight at once.
+    let sends = (0..SENT).map(|i| {
+        let body = invoice_paid(&format!("evt_concurrent_{i}"));
+        let url = url.clone();
+        async move { post_signed(&url, &body).await }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let log = loop {
+        let log = bridge.log();
+        if log.matches("Webhook accepted.").count() >= SENT {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let accepted: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("Webhook accepted."))
+        .collect();
+    for line in &accepted {
+        assert_eq!(line.matches("request_id").count(), 1, "{line}");
+    }
+    let ids: std::collections::HashSet<&str> = accepted
+        .iter()
+        .filter_map(|line| line.split("request_id=").nth(1))
+        .filter_map(|rest| rest.split([' ', '}']).next())
+        .collect();
+    assert_eq!(ids.len(), SENT, "one request id per webhook: {accepted:#?}");
+}
+
 #[tokio::test]
 async fn a_redelivered_event_is_acknowledged_as_duplicate_and_forwarded_once() {
     let standin = Standin::start();

@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use super::{AppState, error};
 use crate::inbound::Headers;
@@ -37,15 +38,29 @@ fn refuse_too_large(
 pub(super) async fn receive(
     req: HttpRequest,
     path: web::Path<String>,
-    mut payload: web::Payload,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = std::time::Instant::now();
     let source = path.into_inner();
     let request_id = uuid::Uuid::now_v7().to_string();
     let span = tracing::info_span!("webhook", %request_id, %source);
-    let _enter = span.enter();
+    // Entered only while this request's future runs: a guard held across its awaits would
+    // leave the span entered on the worker thread while other requests ran there, and their
+    // log lines would carry this request's id, nested spans piling up to lines of 160 KB.
+    receive_in_span(req, source, request_id, payload, state, started)
+        .instrument(span)
+        .await
+}
 
+async fn receive_in_span(
+    req: HttpRequest,
+    source: String,
+    request_id: String,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+    started: std::time::Instant,
+) -> HttpResponse {
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
