@@ -39,6 +39,9 @@ struct Options {
     soak: Option<Duration>,
     /// Start the bridge on the SQLite store the last run left, instead of an empty one.
     keep_store: bool,
+    /// The bridge's `RUST_LOG`. Quieter than the service's default (`info`, a line per
+    /// webhook), so that the figures are the pipeline's; `--log info` measures the default.
+    log: String,
 }
 
 fn options() -> Options {
@@ -55,6 +58,7 @@ fn options() -> Options {
         store_url: None,
         soak: None,
         keep_store: false,
+        log: "warn,greenflash_bridge::app=info".to_string(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -72,9 +76,10 @@ fn options() -> Options {
             "--connections" => o.connections = value.parse().unwrap_or(64),
             "--store" => o.store_url = Some(value),
             "--soak" => o.soak = Some(Duration::from_secs(value.parse().unwrap_or(600))),
+            "--log" => o.log = value,
             other => {
                 eprintln!(
-                    "unknown option {other}; use --bridge PATH --duration SECS --rate N --connections N --store URL --soak SECS --keep-store"
+                    "unknown option {other}; use --bridge PATH --duration SECS --rate N --connections N --store URL --soak SECS --log FILTER --keep-store"
                 );
                 std::process::exit(2);
             }
@@ -213,7 +218,7 @@ async fn start_bridge(o: &Options, sink: &str) -> (Child, String, Duration) {
         .env("GREENFLASH_API_URL", format!("http://{sink}/api/v1"))
         .env("GREENFLASH_PRODUCT_ID", PRODUCT_ID)
         .env("STRIPE_WEBHOOK_SECRET", SECRET)
-        .env("RUST_LOG", "warn,greenflash_bridge::app=info")
+        .env("RUST_LOG", &o.log)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
