@@ -238,8 +238,9 @@ async fn start_bridge(o: &Options, sink: &str) -> (Child, String, Duration) {
         }
         text.push_str(&String::from_utf8_lossy(&buf[..n]));
         if let Some(i) = text.find("Listening on http://") {
+            // Text logs end the address with a space, JSON logs with a quote.
             break text[i + 20..]
-                .split_whitespace()
+                .split(|c: char| c.is_whitespace() || c == '"')
                 .next()
                 .unwrap_or("")
                 .to_string();
