@@ -78,15 +78,7 @@ async fn edits_take_effect_and_broken_edits_are_refused() {
         edited.replacen("influence = \"positive\"", "influence = \"great\"", 1),
     )
     .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !bridge.log().contains("Mappings reload refused") {
-        assert!(
-            Instant::now() < deadline,
-            "no refusal logged:\n{}",
-            bridge.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    bridge.wait_for_log(WAIT, |log| log.contains("Mappings reload refused"));
     assert!(
         bridge
             .log()
@@ -130,9 +122,7 @@ async fn sighup_reloads_too() {
         .status();
     let v2 = wait_for_version_change(&bridge.url, &v1).await;
     assert_ne!(v1, v2);
-    let deadline = Instant::now() + WAIT;
-    while !(bridge.log().contains("Mappings reloaded") && bridge.log().contains("SIGHUP")) {
-        assert!(Instant::now() < deadline, "{}", bridge.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    bridge.wait_for_log(WAIT, |log| {
+        log.contains("Mappings reloaded") && log.contains("SIGHUP")
+    });
 }

@@ -90,15 +90,7 @@ async fn concurrent_webhooks_each_log_under_their_own_request_id() {
         "{answers:?}"
     );
 
-    let deadline = std::time::Instant::now() + WAIT;
-    let log = loop {
-        let log = bridge.log();
-        if log.matches("Webhook accepted.").count() >= SENT {
-            break log;
-        }
-        assert!(std::time::Instant::now() < deadline, "{log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let log = bridge.wait_for_log(WAIT, |log| log.matches("Webhook accepted.").count() >= SENT);
     let accepted: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("Webhook accepted."))
@@ -374,15 +366,7 @@ async fn serve_needs_an_api_key_unless_dry_run() {
     )
     .await;
     assert_eq!(status, 200);
-    let deadline = std::time::Instant::now() + WAIT;
-    while !bridge.log().contains("Dry run") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no dry-run line:\n{}",
-            bridge.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    bridge.wait_for_log(WAIT, |log| log.contains("Dry run"));
     assert!(bridge.log().contains("invoice_paid"));
     assert_eq!(standin.request_count(), 0, "dry run sends nothing");
 }

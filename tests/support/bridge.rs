@@ -151,6 +151,22 @@ impl Bridge {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once `done` holds for it; fails the test, showing the log, after `within`.
+    pub fn wait_for_log(&self, within: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if done(&log) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not logged within {within:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
