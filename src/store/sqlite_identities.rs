@@ -463,7 +463,7 @@ pub(super) fn remove_index(file: &Path) -> Result<(), StoreError> {
 
 /// The index's thread: builds the filter of what the index holds, then copies new identities
 /// in, every `MERGE_EVERY` or when the writer asks, merges runs that have grown, and rebuilds
-/// the filter, larger, once it is full; stops with the store.
+/// the filter once it is full if retention has kept the store small; stops with the store.
 fn keep_up(
     store: Connection,
     mut index: Connection,
@@ -471,7 +471,7 @@ fn keep_up(
     filter: IndexFilter,
     messages: mpsc::Receiver<CatchUp>,
 ) {
-    rebuild_filter(&filter, &mut index);
+    rebuild_filter(&filter, &store, &mut index);
     loop {
         let first = match messages.recv_timeout(MERGE_EVERY) {
             Ok(asked) => Some(asked),
@@ -484,8 +484,12 @@ fn keep_up(
         if let Err(e) = copy_all(&store, &mut index, &through, MERGE_BATCH, bloom.as_deref()) {
             tracing::warn!(error = %e, "The dedupe index could not catch up; new identities stay in memory until it does.");
         }
-        if bloom.is_none_or(|bloom| bloom.outgrown()) {
-            rebuild_filter(&filter, &mut index);
+        let rebuild = match bloom {
+            None => true,
+            Some(bloom) => bloom.worth_rebuilding(|| held_at_most(&store).unwrap_or(u64::MAX)),
+        };
+        if rebuild {
+            rebuild_filter(&filter, &store, &mut index);
         }
         if let Err(e) = merge_runs(&store, &mut index, RUN_MERGE_PACE) {
             tracing::warn!(error = %e, "The dedupe index could not merge its runs; lookups probe more of them until it does.");
@@ -504,10 +508,29 @@ fn keep_up(
 
 /// Builds the filter from the index and puts it in use; if the index cannot be read, none is in
 /// use and lookups ask the index.
-fn rebuild_filter(filter: &IndexFilter, index: &mut Connection) {
-    if let Err(e) = filter.rebuild(index) {
+fn rebuild_filter(filter: &IndexFilter, store: &Connection, index: &mut Connection) {
+    if let Err(e) = oldest_held(store).and_then(|oldest| filter.rebuild(index, oldest)) {
         tracing::warn!(error = %e, "The dedupe index could not be summed up in memory; every lookup reads it until it can.");
     }
+}
+
+/// The id of the oldest identity the store holds, or `i64::MAX` if it holds none: every entry
+/// of the index below it is of an identity retention deleted. (Identities stored from now on
+/// get larger ids, and reach the filter when they are copied into the index.)
+fn oldest_held(store: &Connection) -> rusqlite::Result<i64> {
+    store.query_row("SELECT MIN(id) FROM provider_events", [], |r| {
+        Ok(r.get::<_, Option<i64>>(0)?.unwrap_or(i64::MAX))
+    })
+}
+
+/// At most how many identities the store holds: no more than the ids from its oldest to its
+/// newest, each id being one identity's. (A count would read the whole table.)
+fn held_at_most(store: &Connection) -> rusqlite::Result<u64> {
+    store.query_row(
+        "SELECT (SELECT MAX(id) FROM provider_events) - (SELECT MIN(id) FROM provider_events) + 1",
+        [],
+        |r| Ok(r.get::<_, Option<i64>>(0)?.map_or(0, |n| n.max(0) as u64)),
+    )
 }
 
 /// Copies batch after batch until the index has every identity the store has, adding each to

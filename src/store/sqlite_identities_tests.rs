@@ -481,10 +481,6 @@ async fn filter_in_use(store: &SqliteStore) -> Option<Arc<Bloom>> {
         .unwrap()
 }
 
-async fn filter_capacity(store: &SqliteStore) -> Option<usize> {
-    filter_in_use(store).await.map(|bloom| bloom.capacity())
-}
-
 /// Stores `count` new identities (`prefix0`, `prefix1`, …), copies them into the index, then
 /// commits `then`, which lets go of them in memory: later lookups of them go through the filter.
 async fn store_new_and_index(
@@ -508,59 +504,55 @@ async fn all_held(store: &SqliteStore, names: &[String]) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn indexed_identities_are_found_through_the_filter_as_it_fills_and_grows_to_its_most() {
+async fn the_filter_keeps_its_size_and_is_rebuilt_once_full_only_if_retention_kept_the_store_small()
+{
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     store_a_and_b_indexed(&path).await;
+    let path_in = path.clone();
     with_store(&path, |store| async move {
         // The index's thread builds the filter from the index before it answers a catch-up.
         catch_up(&store).await;
+        let first = filter_in_use(&store).await.expect("a filter in use");
         assert_eq!(
-            filter_capacity(&store).await,
-            Some(64),
-            "the least it is sized for in tests"
+            first.size_in_bytes(),
+            2_048,
+            "its size in tests, from the start"
         );
         assert_eq!(
             duplicates(&store, &["a", "b", "c"]).await,
             vec![true, true, false]
         );
 
-        // Fewer than it is sized for: each is added as it is copied into the index.
+        // Each identity is added as it is copied into the index.
         let few = store_new_and_index(&store, "few", 10, "d").await;
-        assert_eq!(filter_capacity(&store).await, Some(64));
         assert!(all_held(&store, &few).await, "added when copied");
 
-        // More than it is sized for: rebuilt from the index, larger.
-        let many = store_new_and_index(&store, "many", 300, "e").await;
-        assert_eq!(
-            filter_capacity(&store).await,
-            Some(1024),
-            "twice the 316 held, rounded up"
-        );
+        // Past its room (2,048 in tests), beside a store that holds more than half of that:
+        // it takes the new identities and is not rebuilt, which would only scan the index.
+        let many = store_new_and_index(&store, "many", 2_100, "e").await;
+        let full = filter_in_use(&store).await.expect("a filter in use");
+        assert!(Arc::ptr_eq(&first, &full), "not rebuilt");
         assert!(all_held(&store, &many).await);
         assert!(all_held(&store, &few).await);
-        assert_eq!(
-            duplicates(&store, &["a", "b", "c", "d", "e", "f"]).await,
-            vec![true, true, true, true, true, false]
-        );
 
-        // Past the most a filter is sized for (2,048 in tests): rebuilt once more, to the most.
-        let more = store_new_and_index(&store, "more", 1_800, "g").await;
-        let largest = filter_in_use(&store).await.expect("a filter in use");
-        assert_eq!(
-            largest.capacity(),
-            2048,
-            "the most, not twice the 2,117 held"
+        // Retention empties the store; once full, the filter is rebuilt from what it holds,
+        // at the same size, and forgets the identities retention deleted.
+        let deleted = index_entries(&path_in);
+        assert_eq!(store.prune(2000).await.unwrap().provider_events, 2_115);
+        let late = store_new_and_index(&store, "late", 5, "f").await;
+        let rebuilt = filter_in_use(&store).await.expect("a filter in use");
+        assert!(!Arc::ptr_eq(&full, &rebuilt), "rebuilt");
+        assert_eq!(rebuilt.size_in_bytes(), 2_048);
+        assert!(
+            deleted.iter().all(|&(hash, _)| !rebuilt.may_hold(hash)),
+            "forgot the deleted"
         );
-
-        // Full at the most: it takes the new identities and is not rebuilt again, which would
-        // scan the whole index for a filter of the same size.
-        let beyond = store_new_and_index(&store, "beyond", 2_100, "h").await;
-        let after = filter_in_use(&store).await.expect("a filter in use");
-        assert!(Arc::ptr_eq(&largest, &after), "not rebuilt at its most");
-        assert!(all_held(&store, &beyond).await);
-        assert!(all_held(&store, &more).await);
-        assert_eq!(duplicates(&store, &["i"]).await, vec![false]);
+        assert!(all_held(&store, &late).await);
+        assert_eq!(
+            duplicates(&store, &["a", "few0", "many0"]).await,
+            vec![false; 3]
+        );
     })
     .await;
 }
