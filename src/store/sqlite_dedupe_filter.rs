@@ -12,7 +12,8 @@
 //!   adds each run it appends (`insert`), before it publishes how far the index reaches; the
 //!   writer lets go of an identity in memory only after reading that. Merging runs rewrites
 //!   entries it already holds.
-//! - Until the first filter is built, and whenever one cannot be, lookups ask the index.
+//! - Until the first filter is built, lookups ask the index. A rebuild that fails leaves the
+//!   filter in use, which still holds every entry.
 //! - Entries for identities retention deleted stay in the filter until it is rebuilt: they only
 //!   cost a probe, and the store has no row for them anyway.
 //!
@@ -115,21 +116,13 @@ impl IndexFilter {
     /// Builds a filter from every entry of the index's listed runs with an id from `oldest` on
     /// (the oldest identity the store holds: retention deleted those before it, and new ones
     /// get larger ids) and puts it in use. Runs on the index's thread, which alone writes the
-    /// index, so that no run is appended meanwhile. On failure no filter is in use (lookups ask
-    /// the index, as before the first): the one before would miss the runs appended from now on.
+    /// index, so that no run is appended meanwhile. On failure the filter in use, if any, stays
+    /// in use: that thread adds every run it appends to it, so it still holds every entry, only
+    /// with more false hits. With none in use, lookups ask the index.
     pub(super) fn rebuild(&self, index: &mut Connection, oldest: i64) -> rusqlite::Result<()> {
-        let built = build(index, oldest);
-        let mut in_use = self.0.lock().unwrap_or_else(|held| held.into_inner());
-        match built {
-            Ok(bloom) => {
-                *in_use = Some(Arc::new(bloom));
-                Ok(())
-            }
-            Err(e) => {
-                *in_use = None;
-                Err(e)
-            }
-        }
+        let bloom = build(index, oldest)?;
+        *self.0.lock().unwrap_or_else(|held| held.into_inner()) = Some(Arc::new(bloom));
+        Ok(())
     }
 }
 
@@ -205,6 +198,27 @@ mod tests {
         );
         assert!(bloom.worth_rebuilding(|| CAPACITY as u64 / 2));
         assert!(bloom.worth_rebuilding(|| 0));
+    }
+
+    #[test]
+    fn a_failed_rebuild_keeps_the_filter_in_use() {
+        let filter = IndexFilter::default();
+        let mut unreadable = Connection::open_in_memory().unwrap();
+        assert!(
+            filter.rebuild(&mut unreadable, 0).is_err(),
+            "no index tables"
+        );
+        assert!(
+            filter.current().is_none(),
+            "none built: lookups ask the index"
+        );
+        let in_use = Arc::new(Bloom::empty());
+        in_use.insert(7);
+        *filter.0.lock().unwrap() = Some(in_use.clone());
+        assert!(filter.rebuild(&mut unreadable, 0).is_err());
+        let after = filter.current().expect("a filter in use");
+        assert!(Arc::ptr_eq(&in_use, &after), "the one in use stays");
+        assert!(filter.may_hold(7));
     }
 
     #[test]

@@ -506,11 +506,11 @@ fn keep_up(
     }
 }
 
-/// Builds the filter from the index and puts it in use; if the index cannot be read, none is in
-/// use and lookups ask the index.
+/// Builds the filter from the index and puts it in use; if the store or the index cannot be
+/// read, the filter in use stays (lookups ask the index if there is none).
 fn rebuild_filter(filter: &IndexFilter, store: &Connection, index: &mut Connection) {
     if let Err(e) = oldest_held(store).and_then(|oldest| filter.rebuild(index, oldest)) {
-        tracing::warn!(error = %e, "The dedupe index could not be summed up in memory; every lookup reads it until it can.");
+        tracing::warn!(error = %e, "The dedupe index could not be summed up in memory; until it can, lookups read it more often (every one if it never was).");
     }
 }
 
