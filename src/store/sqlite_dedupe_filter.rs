@@ -22,7 +22,8 @@
 //! rescans the whole index to size it up. A new identity is a false hit in 2.4 % of lookups when
 //! the filter is full (measured on random hashes), and in fewer the emptier it is. Once full it
 //! is rebuilt only if the store holds at most half as many identities as it has room for
-//! (retention keeps the store small), which forgets the ones retention deleted; otherwise it
+//! (retention keeps the store small), which forgets the ones retention deleted (while that
+//! rebuild runs, the new filter takes another 8 MB beside the one in use); otherwise it
 //! goes on taking entries, and false hits rise with them (16 % at twice the entries, by the
 //! Bloom formula), each costing one probe of the index, as every lookup did before there was a
 //! filter.
