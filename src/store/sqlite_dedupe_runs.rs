@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::sqlite_identities::store_prunes;
+use super::sqlite_identities::{oldest_held, store_prunes};
 
 /// The entries' tables. `runs` lists the runs a lookup reads; rows of `seen` under a run not
 /// listed belong to a merge still being written, one that never finished, or a run merged into
@@ -125,10 +125,8 @@ fn merge(
     // Ids only grow, and retention deletes the oldest first: below the oldest id left, no
     // entry names a row. Read before the count of prunes, so that the count is at least the
     // one this reflects (an empty store: every entry is stale).
-    let oldest: Option<i64> =
-        store.query_row("SELECT MIN(id) FROM provider_events", [], |r| r.get(0))?;
+    let oldest = oldest_held(store)?;
     let prunes = store_prunes(store)?;
-    let oldest = oldest.unwrap_or(i64::MAX);
     let mut cursors: Vec<RunCursor> = sources.iter().map(|&run| RunCursor::new(run)).collect();
     let mut last = None;
     let mut chunk = Vec::with_capacity(MERGE_CHUNK);

@@ -92,6 +92,15 @@ pub(super) fn index_path(store: &Path) -> PathBuf {
     path.into()
 }
 
+/// The id of the oldest identity the store holds, or `i64::MAX` if it holds none: every entry
+/// of the index below it is of an identity retention deleted. (Identities stored from now on
+/// get larger ids, and reach the filter when they are copied into the index.)
+pub(super) fn oldest_held(store: &Connection) -> rusqlite::Result<i64> {
+    store.query_row("SELECT MIN(id) FROM provider_events", [], |r| {
+        Ok(r.get::<_, Option<i64>>(0)?.unwrap_or(i64::MAX))
+    })
+}
+
 /// How many commits have deleted identities from the store at `conn`.
 pub(super) fn store_prunes(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT CAST(value AS INTEGER) FROM store_meta WHERE key = 'prunes'")?
@@ -512,15 +521,6 @@ fn rebuild_filter(filter: &IndexFilter, store: &Connection, index: &mut Connecti
     if let Err(e) = oldest_held(store).and_then(|oldest| filter.rebuild(index, oldest)) {
         tracing::warn!(error = %e, "The dedupe index could not be summed up in memory; until it can, lookups read it more often (every one if it never was).");
     }
-}
-
-/// The id of the oldest identity the store holds, or `i64::MAX` if it holds none: every entry
-/// of the index below it is of an identity retention deleted. (Identities stored from now on
-/// get larger ids, and reach the filter when they are copied into the index.)
-fn oldest_held(store: &Connection) -> rusqlite::Result<i64> {
-    store.query_row("SELECT MIN(id) FROM provider_events", [], |r| {
-        Ok(r.get::<_, Option<i64>>(0)?.unwrap_or(i64::MAX))
-    })
 }
 
 /// At most how many identities the store holds: no more than the ids from its oldest to its
