@@ -493,11 +493,9 @@ fn keep_up(
         if let Err(e) = copy_all(&store, &mut index, &through, MERGE_BATCH, bloom.as_deref()) {
             tracing::warn!(error = %e, "The dedupe index could not catch up; new identities stay in memory until it does.");
         }
-        let rebuild = match bloom {
-            None => true,
-            Some(bloom) => bloom.worth_rebuilding(|| held_at_most(&store).unwrap_or(u64::MAX)),
-        };
-        if rebuild {
+        if bloom
+            .is_none_or(|bloom| bloom.worth_rebuilding(|| held_at_most(&store).unwrap_or(u64::MAX)))
+        {
             rebuild_filter(&filter, &store, &mut index);
         }
         if let Err(e) = merge_runs(&store, &mut index, RUN_MERGE_PACE) {
